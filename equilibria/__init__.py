@@ -1,0 +1,47 @@
+"""equilibria: deep equilibrium models in PyTorch.
+
+The output of a DEQ is the fixed point z* = f(z*, x) of one layer, found by a solver and
+differentiated implicitly, so memory does not grow with depth.
+"""
+
+from .backward import BACKWARDS, Backward, Implicit, OneStep, Phantom, Unrolled, make_backward
+from .deq import DEQ, DEQStats
+from .errors import (
+    ConvergenceWarning,
+    EquilibriaError,
+    NonFiniteError,
+    NotConvergedError,
+    StateMismatchError,
+)
+from .solution import Solution, Status
+from .solve import SolveSettings, solve
+from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKWARDS",
+    "DEQ",
+    "SOLVERS",
+    "Anderson",
+    "Backward",
+    "Broyden",
+    "ConvergenceWarning",
+    "DEQStats",
+    "EquilibriaError",
+    "Implicit",
+    "NonFiniteError",
+    "NotConvergedError",
+    "OneStep",
+    "Phantom",
+    "Picard",
+    "Solution",
+    "SolveSettings",
+    "Solver",
+    "StateMismatchError",
+    "Status",
+    "Unrolled",
+    "make_backward",
+    "make_solver",
+    "solve",
+]

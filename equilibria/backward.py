@@ -1,0 +1,172 @@
+"""How a DEQ's output receives gradients: backward strategies as values.
+
+Each strategy takes the flat cell map f (one differentiable evaluation per call) and the fixed
+point z* found by the forward solve, and returns the layer output f(z*) wired for autograd.
+Parameters always receive their gradients through ordinary autograd of a cell application,
+never through a custom autograd.Function, so DDP, hooks and compiled cells keep working.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from .errors import NonFiniteError, check_choice, check_fraction, check_positive_int
+from .solution import Solution
+from .solve import SolveSettings, solve_with
+from .solvers import Solver, make_solver
+
+FlatMap = Callable[[torch.Tensor], torch.Tensor]
+Recorder = Callable[[Solution], None]
+
+
+class Backward(ABC):
+    """A backward strategy. `differentiates_solver` asks the layer to solve with autograd on."""
+
+    name: ClassVar[str]
+    differentiates_solver: ClassVar[bool] = False
+
+    @abstractmethod
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
+    ) -> torch.Tensor:
+        """The output f(z*) as a `(batch, features)` matrix, with this strategy's gradient."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Implicit(Backward):
+    """Exact gradients by the implicit function theorem.
+
+    When the gradient g of the output arrives, the adjoint fixed point y = y J_f(z*) + g is solved
+    with vector-Jacobian products only, using its own solver settings (each None defaults to the
+    forward's), and y flows on through the one differentiable cell application at z*.
+    """
+
+    name: ClassVar[str] = "implicit"
+
+    def __init__(
+        self,
+        solver: str | Solver | None = None,
+        *,
+        tol: float | None = None,
+        max_iter: int | None = None,
+        stop_mode: str | None = None,
+        **solver_options: Any,
+    ) -> None:
+        if solver is not None or solver_options:
+            solver = make_solver(
+                solver if solver is not None else "anderson",
+                solver_options,
+                owner="Implicit()",
+                other_keywords=("solver", "tol", "max_iter", "stop_mode"),
+            )
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.stop_mode = stop_mode
+        # validate now: a bad value must fail here, not in the middle of a backward pass
+        self.settings_for(SolveSettings(solver=solver or make_solver("anderson")))
+
+    def settings_for(self, forward: SolveSettings) -> SolveSettings:
+        """The adjoint solve's settings: this strategy's values over the forward's."""
+        return forward.updated(
+            solver=self.solver, tol=self.tol, max_iter=self.max_iter, stop_mode=self.stop_mode
+        )
+
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
+    ) -> torch.Tensor:
+        z = z_star.detach().requires_grad_()
+        fz = f(z)
+        if not fz.requires_grad:  # nothing upstream needs a gradient
+            return fz
+        settings = self.settings_for(forward)
+
+        def adjoint(grad: torch.Tensor) -> torch.Tensor:
+            if not bool(torch.isfinite(grad).all()):
+                raise NonFiniteError(
+                    "the gradient arriving at the DEQ output holds non-finite values"
+                )
+
+            def vjp_plus_grad(y: torch.Tensor) -> torch.Tensor:
+                (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
+                return vjp + grad
+
+            solution = solve_with(
+                vjp_plus_grad, grad, settings, what="the backward (adjoint) fixed point"
+            )
+            record(solution)
+            return solution.z
+
+        # the hook sits on an alias of fz, so the vector-Jacobian products above (taken from fz
+        # itself) do not trigger it again
+        out = fz.view_as(fz)
+        out.register_hook(adjoint)
+        return out
+
+
+class Phantom(Backward):
+    """Phantom gradient: `steps` damped cell applications z <- (1 - tau) z + tau f(z) from z*.
+
+    Cheaper than the implicit solve and approaches its gradient as `steps` grows.
+    """
+
+    name: ClassVar[str] = "phantom"
+
+    def __init__(self, steps: int = 5, tau: float = 0.6) -> None:
+        self.steps = check_positive_int("Phantom steps", steps)
+        self.tau = check_fraction("Phantom tau", tau)
+
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
+    ) -> torch.Tensor:
+        z = z_star.detach()
+        for _ in range(self.steps):
+            z = z + self.tau * (f(z) - z) if self.tau != 1.0 else f(z)
+        return z
+
+
+class OneStep(Backward):
+    """Jacobian-free gradient: differentiate only the last application f(z*), as if J = 0."""
+
+    name: ClassVar[str] = "onestep"
+
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
+    ) -> torch.Tensor:
+        return f(z_star.detach())
+
+
+class Unrolled(Backward):
+    """Backpropagate through every solver iteration (a reference; memory grows with depth)."""
+
+    name: ClassVar[str] = "unrolled"
+    differentiates_solver: ClassVar[bool] = True
+
+    def attach(
+        self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
+    ) -> torch.Tensor:
+        return f(z_star)
+
+
+BACKWARDS: dict[str, type[Backward]] = {
+    cls.name: cls for cls in (Implicit, Phantom, OneStep, Unrolled)
+}
+
+
+def make_backward(spec: str | Backward) -> Backward:
+    """A backward strategy from its name (defaults) or an existing strategy object."""
+    if isinstance(spec, Backward):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"backward must be a name ({', '.join(BACKWARDS)}) or an object such as "
+            f"eq.Implicit(tol=1e-6), got {type(spec).__name__}"
+        )
+    return BACKWARDS[check_choice("backward", spec, BACKWARDS)]()

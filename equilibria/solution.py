@@ -1,0 +1,85 @@
+"""What a solve returns: the fixed point, per-sample residuals, the trace and a status."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from .state import State
+
+
+class Status(str, enum.Enum):
+    """Why a solve stopped."""
+
+    CONVERGED = "converged"  # every sample reached the tolerance
+    MAX_ITER = "max_iter"  # the evaluation budget ran out first
+    STAGNATED = "stagnated"  # no sample improved for `patience` iterations
+    DIVERGED = "diverged"  # a residual grew by `divergence_ratio` or the iterate became non-finite
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Solution:
+    """The result of a fixed-point solve.
+
+    Attributes:
+        z: each sample's lowest-residual iterate, in the structure and dtype of the initial state.
+        nfe: number of function evaluations used.
+        converged: bool tensor, one entry per sample: residual <= tol (in `stop_mode`).
+        abs_residual: ||f(z) - z|| per sample, at the returned iterate.
+        rel_residual: ||f(z) - z|| / ||f(z)|| per sample, at the returned iterate.
+        abs_trace, rel_trace: residuals of every iterate, shape (iterations, batch).
+        status: why the solve stopped (`Status`).
+        tol, stop_mode, solver: the settings that produced it.
+    """
+
+    z: State
+    nfe: int
+    converged: torch.Tensor
+    abs_residual: torch.Tensor
+    rel_residual: torch.Tensor
+    abs_trace: torch.Tensor
+    rel_trace: torch.Tensor
+    status: Status
+    tol: float
+    stop_mode: str
+    solver: str
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """Per-sample residual in the stopping mode."""
+        return self.rel_residual if self.stop_mode == "rel" else self.abs_residual
+
+    @property
+    def trace(self) -> torch.Tensor:
+        """Residual trace in the stopping mode, shape (iterations, batch)."""
+        return self.rel_trace if self.stop_mode == "rel" else self.abs_trace
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    @property
+    def message(self) -> str:
+        """One readable line: outcome, samples below tolerance, evaluations and worst residual."""
+        done = int(self.converged.sum())
+        batch = self.converged.numel()
+        worst = float(self.residual.max()) if batch else 0.0
+        reasons = {
+            Status.CONVERGED: "converged",
+            Status.MAX_ITER: "stopped at the evaluation limit",
+            Status.STAGNATED: "stopped: the residual stopped improving",
+            Status.DIVERGED: "stopped: the iteration diverged",
+        }
+        return (
+            f"{self.solver} {reasons[self.status]}: {done}/{batch} samples below {self.stop_mode} "
+            f"tol {self.tol:.1e} after {self.nfe} evaluations (worst {self.stop_mode} residual "
+            f"{worst:.2e})"
+        )
+
+    def __repr__(self) -> str:
+        return f"Solution({self.message})"

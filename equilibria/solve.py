@@ -1,0 +1,182 @@
+"""The functional API: `solve(f, z0, ...)` finds a fixed point z = f(z) of any state structure."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import (
+    ConvergenceWarning,
+    NotConvergedError,
+    check_choice,
+    check_nonnegative,
+    check_positive_int,
+)
+from .solution import Solution, Status
+from .solvers import Solver, make_solver
+from .solvers.loop import iterate
+from .state import State, StateLayout, check_finite
+
+STOP_MODES = ("rel", "abs")
+ON_FAILURE = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    """Everything that decides how a fixed point is searched for, checked on construction.
+
+    Attributes:
+        solver: the solver object (hyperparameters included).
+        tol: stop once every sample's residual is <= tol.
+        max_iter: the most evaluations of f a solve may use (>= 1).
+        stop_mode: "rel" (||f(z) - z|| / ||f(z)||) or "abs" (||f(z) - z||).
+        patience: stop after this many iterations without progress (None: never).
+        divergence_ratio: stop when a residual exceeds this multiple of that sample's best.
+        on_failure: what a solve that misses `tol` does: "warn", "raise" or "ignore".
+    """
+
+    solver: Solver
+    tol: float = 1e-4
+    max_iter: int = 50
+    stop_mode: str = "rel"
+    patience: int | None = 20
+    divergence_ratio: float = 1e4
+    on_failure: str = "warn"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.solver, Solver):
+            raise TypeError(f"solver must be a Solver object, got {type(self.solver).__name__}")
+        object.__setattr__(self, "tol", check_nonnegative("tol", self.tol))
+        check_positive_int("max_iter", self.max_iter)
+        check_choice("stop_mode", self.stop_mode, STOP_MODES)
+        if self.patience is not None:
+            check_positive_int("patience", self.patience)
+        if check_nonnegative("divergence_ratio", self.divergence_ratio) <= 1:
+            raise ValueError(f"divergence_ratio must be > 1, got {self.divergence_ratio!r}")
+        check_choice("on_failure", self.on_failure, ON_FAILURE)
+
+    @classmethod
+    def create(
+        cls,
+        solver: str | Solver = "anderson",
+        *,
+        owner: str = "solve()",
+        solver_options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> SolveSettings:
+        """Settings from a solver name or object, the loop settings and solver hyperparameters."""
+        solver = make_solver(solver, solver_options, owner=owner, other_keywords=settings_fields())
+        return cls(solver=solver, **settings)
+
+    def updated(self, **changes: Any) -> SolveSettings:
+        """A copy with some fields changed (None values are ignored); `solver` may be a name."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if isinstance(changes.get("solver"), str):
+            changes["solver"] = make_solver(changes["solver"])
+        return dataclasses.replace(self, **changes)
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(SolveSettings)]
+
+
+def solve(
+    f: Callable[[State], State],
+    z0: State,
+    solver: str | Solver = "anderson",
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 50,
+    stop_mode: str = "rel",
+    patience: int | None = 20,
+    divergence_ratio: float = 1e4,
+    on_failure: str = "warn",
+    **solver_options: Any,
+) -> Solution:
+    """Find a fixed point z = f(z) starting from `z0`.
+
+    `z0` is a batch-first tensor or a tuple/list of them; `f` must return the same structure.
+    `solver` is a name ("picard", "anderson", "broyden") or a solver object such as
+    `eq.Anderson(m=6)`; extra keywords are that named solver's hyperparameters.
+    Returns a `Solution`; a solve that misses `tol` warns (or raises, or stays silent, per
+    `on_failure`) and returns each sample's best iterate. Runs under the caller's grad mode.
+
+    Example:
+        >>> sol = solve(torch.cos, torch.zeros(4, 1), tol=1e-6, stop_mode="abs")
+        >>> round(float(sol.z[0]), 6), sol.status.value
+        (0.739085, 'converged')
+    """
+    settings = SolveSettings.create(
+        solver,
+        solver_options=solver_options,
+        tol=tol,
+        max_iter=max_iter,
+        stop_mode=stop_mode,
+        patience=patience,
+        divergence_ratio=divergence_ratio,
+        on_failure=on_failure,
+    )
+    return solve_with(f, z0, settings)
+
+
+def solve_with(
+    f: Callable[[State], State], z0: State, settings: SolveSettings, *, what: str = "f"
+) -> Solution:
+    """`solve` with prepared settings; `what` names f in error messages (e.g. "the cell")."""
+    layout = StateLayout.of(z0, "z0")
+    check_finite(z0, "z0")
+    first_call = True
+
+    def flat_f(flat: torch.Tensor) -> torch.Tensor:
+        nonlocal first_call
+        out = f(layout.unflatten(flat))
+        if first_call:
+            layout.check_same(out, f"the output of {what}")
+            first_call = False
+        return layout.flatten(out)
+
+    def locate(flat: torch.Tensor) -> str:
+        return f"the output of {what} holds " + layout.locate_nonfinite(flat)
+
+    result = iterate(
+        settings.solver,
+        flat_f,
+        layout.flatten(z0),
+        tol=settings.tol,
+        max_iter=settings.max_iter,
+        stop_mode=settings.stop_mode,
+        patience=settings.patience,
+        divergence_ratio=settings.divergence_ratio,
+        describe_nonfinite=locate,
+    )
+    residual = result.rel_residual if settings.stop_mode == "rel" else result.abs_residual
+    solution = Solution(
+        z=layout.unflatten(result.z),
+        nfe=result.nfe,
+        converged=residual <= settings.tol,
+        abs_residual=result.abs_residual,
+        rel_residual=result.rel_residual,
+        abs_trace=result.abs_trace,
+        rel_trace=result.rel_trace,
+        status=result.status,
+        tol=settings.tol,
+        stop_mode=settings.stop_mode,
+        solver=settings.solver.name,
+    )
+    report_failure(solution, settings.on_failure, what)
+    return solution
+
+
+def report_failure(solution: Solution, on_failure: str, what: str) -> None:
+    """Warn about or raise on a solve that missed its tolerance, as `on_failure` asks."""
+    if solution.status == Status.CONVERGED or on_failure == "ignore":
+        return
+    text = f"fixed point of {what} not found: {solution.message}; returning the best iterate"
+    if on_failure == "raise":
+        raise NotConvergedError(text)
+    warnings.warn(text, ConvergenceWarning, stacklevel=3)

@@ -1,0 +1,104 @@
+"""Anderson acceleration with a bounded history and a well-conditioned least-squares step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+
+from ..errors import check_fraction, check_nonnegative, check_positive_int
+from .base import EvaluationBudget, Solver, Step, write_slot
+
+
+@dataclass
+class AndersonState:
+    dz: torch.Tensor  # (batch, m, features): differences of consecutive iterates
+    dg: torch.Tensor  # (batch, m, features): differences of consecutive residuals
+    gram: torch.Tensor  # (batch, m, m): dg dg^T, updated one row per step
+    z_prev: torch.Tensor | None = None  # the previous iterate and residual
+    g_prev: torch.Tensor | None = None
+    stored: int = 0  # number of filled history slots
+    next_slot: int = 0
+
+
+@dataclass(frozen=True)
+class Anderson(Solver):
+    """Anderson acceleration (type II) over the last `m` steps.
+
+    Each step solves min_gamma ||g - dG gamma||^2 + reg ||gamma||^2 over the differences dG of the
+    recent residuals, then moves to z + beta g - (dZ + beta dG) gamma. The small Gram system is
+    equilibrated (unit diagonal), so `reg` is relative to the size of the residuals and the step
+    does not stall at tight tolerances; it is solved in float64 and stays finite even when the
+    history is singular (repeated or zero residual differences).
+
+    Args:
+        m: history length (number of past steps mixed).
+        beta: mixing (damping) in (0, 1].
+        reg: relative Tikhonov regularization; None picks 1e-10 for float64 and 1e-5 for float32.
+    """
+
+    m: int = 5
+    beta: float = 1.0
+    reg: float | None = None
+    name: ClassVar[str] = "anderson"
+
+    def __post_init__(self) -> None:
+        check_positive_int("Anderson m", self.m)
+        check_fraction("Anderson beta", self.beta)
+        if self.reg is not None:
+            check_nonnegative("Anderson reg", self.reg)
+
+    def _reg(self, dtype: torch.dtype) -> float:
+        if self.reg is not None:
+            return self.reg
+        return max(1e-10, 100 * torch.finfo(dtype).eps)
+
+    def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> AndersonState:
+        batch, features = z.shape
+        return AndersonState(
+            dz=z.new_zeros(batch, self.m, features),
+            dg=z.new_zeros(batch, self.m, features),
+            gram=z.new_zeros(batch, self.m, self.m),
+        )
+
+    def step(
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        state: AndersonState,
+    ) -> Step:
+        if state.z_prev is None:  # first step: nothing to mix yet
+            state = replace(state, z_prev=z, g_prev=g)
+            return Step(z=z + self.beta * g, fz=None, state=state)
+        slot = state.next_slot
+        dz = write_slot(state.dz, 1, slot, z - state.z_prev)
+        dg = write_slot(state.dg, 1, slot, g - state.g_prev)
+        # the new row (and column) of the Gram matrix; unfilled slots hold zeros
+        row = torch.bmm(dg, dg[:, slot].unsqueeze(2)).squeeze(2)
+        gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
+        n = min(state.stored + 1, self.m)
+        gamma = self._mixing_weights(gram[:, :n, :n], dg[:, :n], g).unsqueeze(1)
+        mixed_dz = torch.bmm(gamma, dz[:, :n]).squeeze(1)
+        mixed_dg = torch.bmm(gamma, dg[:, :n]).squeeze(1)
+        z_next = z + self.beta * (g - mixed_dg) - mixed_dz
+        state = AndersonState(
+            dz=dz, dg=dg, gram=gram, z_prev=z, g_prev=g, stored=n, next_slot=(slot + 1) % self.m
+        )
+        return Step(z=z_next, fz=None, state=state)
+
+    def _mixing_weights(
+        self, gram: torch.Tensor, dg: torch.Tensor, g: torch.Tensor
+    ) -> torch.Tensor:
+        """gamma minimizing ||g - dg^T gamma||^2 + reg ||D gamma||^2, D the column norms."""
+        rhs = torch.bmm(dg, g.unsqueeze(2)).squeeze(2).double()
+        gram = gram.double()
+        scale = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(torch.finfo(torch.float64).tiny)
+        scale = scale.sqrt()
+        normalized = gram / (scale.unsqueeze(2) * scale.unsqueeze(1))
+        eye = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
+        system = normalized + self._reg(g.dtype) * eye
+        gamma = torch.linalg.solve(system, (rhs / scale).unsqueeze(2)).squeeze(2) / scale
+        return gamma.to(g.dtype)

@@ -1,0 +1,126 @@
+"""Good Broyden's method on g(z) = f(z) - z with a bounded low-rank history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..errors import check_positive_int
+from .base import EvaluationBudget, Solver, Step, write_slot
+
+
+@dataclass
+class BroydenState:
+    # inverse-Jacobian estimate H = -I + sum_i u_i v_i^T over the stored slots
+    u: torch.Tensor  # (batch, memory, features)
+    v: torch.Tensor  # (batch, memory, features)
+    z_prev: torch.Tensor | None = None
+    g_prev: torch.Tensor | None = None
+    stored: int = 0
+    next_slot: int = 0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """H x."""
+        n = self.stored
+        if n == 0:
+            return -x
+        coeff = torch.bmm(self.v[:, :n], x.unsqueeze(2))
+        return -x + torch.bmm(self.u[:, :n].transpose(1, 2), coeff).squeeze(2)
+
+    def apply_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """H^T x."""
+        n = self.stored
+        if n == 0:
+            return -x
+        coeff = torch.bmm(self.u[:, :n], x.unsqueeze(2))
+        return -x + torch.bmm(self.v[:, :n].transpose(1, 2), coeff).squeeze(2)
+
+
+@dataclass(frozen=True)
+class Broyden(Solver):
+    """Good Broyden's method with a limited memory of rank-1 updates.
+
+    The inverse Jacobian of g(z) = f(z) - z starts at -I and receives one rank-1 update per step;
+    only the last `memory` updates are kept (the oldest is overwritten), so memory stays at
+    2 x memory state copies however many iterations run.
+
+    Args:
+        memory: number of rank-1 updates kept.
+        line_search: backtrack (halving the step, per sample) when a full step would increase
+            the residual; each trial costs one evaluation of f.
+        max_backtracks: trials after the full step when `line_search` is on.
+    """
+
+    memory: int = 20
+    line_search: bool = False
+    max_backtracks: int = 3
+    name: ClassVar[str] = "broyden"
+
+    def __post_init__(self) -> None:
+        check_positive_int("Broyden memory", self.memory)
+        check_positive_int("Broyden max_backtracks", self.max_backtracks, minimum=0)
+
+    def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> BroydenState:
+        batch, features = z.shape
+        return BroydenState(
+            u=z.new_zeros(batch, self.memory, features),
+            v=z.new_zeros(batch, self.memory, features),
+        )
+
+    def step(
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        state: BroydenState,
+    ) -> Step:
+        if state.z_prev is not None:
+            state = self._update(state, z - state.z_prev, g - state.g_prev)
+        state.z_prev, state.g_prev = z, g
+        direction = -state.apply(g)
+        if not self.line_search or f.remaining < 2:
+            return Step(z=z + direction, fz=None, state=state)
+        z_next, fz_next = _backtrack(f, z, g, direction, min(self.max_backtracks, f.remaining - 1))
+        return Step(z=z_next, fz=fz_next, state=state)
+
+    def _update(self, state: BroydenState, dz: torch.Tensor, dg: torch.Tensor) -> BroydenState:
+        """H <- H + (dz - H dg) (dz^T H) / (dz^T H dg), stored as one (u, v) pair."""
+        v = state.apply_transposed(dz)
+        denominator = (v * dg).sum(dim=1, keepdim=True)
+        tiny = torch.finfo(dz.dtype).tiny ** 0.5
+        usable = denominator.abs() > tiny * (
+            v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
+        )
+        safe = torch.where(usable, denominator, torch.ones_like(denominator))
+        u = torch.where(usable, (dz - state.apply(dg)) / safe, torch.zeros_like(dz))
+        slot = state.next_slot
+        return BroydenState(
+            u=write_slot(state.u, 1, slot, u),
+            v=write_slot(state.v, 1, slot, v),
+            stored=min(state.stored + 1, self.memory),
+            next_slot=(slot + 1) % self.memory,
+        )
+
+
+def _backtrack(
+    f: EvaluationBudget, z: torch.Tensor, g: torch.Tensor, direction: torch.Tensor, backtracks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample halving of the step until the residual norm decreases (or trials run out)."""
+    norm0 = g.norm(dim=1, keepdim=True)
+    alpha = torch.ones_like(norm0)
+    accepted = torch.zeros_like(norm0, dtype=torch.bool)
+    z_best = z_trial = z + direction
+    fz_best = f(z_trial)
+    for _ in range(backtracks):
+        accepted = accepted | ((fz_best - z_best).norm(dim=1, keepdim=True) < norm0)
+        if bool(accepted.all()):
+            break
+        alpha = torch.where(accepted, alpha, alpha / 2)
+        z_trial = z + alpha * direction
+        fz_trial = f(z_trial)
+        z_best = torch.where(accepted, z_best, z_trial)
+        fz_best = torch.where(accepted, fz_best, fz_trial)
+    return z_best, fz_best

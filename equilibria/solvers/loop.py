@@ -1,0 +1,128 @@
+"""The one driver loop shared by every solver.
+
+It owns evaluation counting, per-sample residuals, stopping, each sample's best iterate and the
+non-finite checks; the solver only proposes the next iterate. The loop synchronizes with the
+device once per iteration (one small tensor of flags) to decide whether to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import NonFiniteError
+from ..solution import Status
+from .base import EvaluationBudget, FlatMap, Solver
+
+# a sample "makes progress" when its best residual drops by at least this fraction
+PROGRESS_FRACTION = 1e-3
+
+
+@dataclass
+class LoopResult:
+    z: torch.Tensor  # (batch, features) best iterate of each sample
+    nfe: int
+    abs_residual: torch.Tensor
+    rel_residual: torch.Tensor
+    abs_trace: torch.Tensor
+    rel_trace: torch.Tensor
+    status: Status
+
+
+def _residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    g = fz - z
+    with torch.no_grad():
+        abs_res = g.norm(dim=1)
+        rel_res = abs_res / (fz.norm(dim=1) + torch.finfo(fz.dtype).tiny)
+    return g, abs_res, rel_res
+
+
+def iterate(
+    solver: Solver,
+    fn: FlatMap,
+    z0: torch.Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    stop_mode: str,
+    patience: int | None,
+    divergence_ratio: float,
+    describe_nonfinite: Callable[[torch.Tensor], str] | None = None,
+) -> LoopResult:
+    """Run `solver` on z = fn(z) from `z0` (a `(batch, features)` matrix).
+
+    Stops when every sample's residual is <= tol, after `max_iter` evaluations, when no sample
+    has improved for `patience` iterations, or when a residual exceeds `divergence_ratio` times
+    that sample's best. Raises NonFiniteError when fn returns NaN/inf at a finite point.
+    `describe_nonfinite(flat)` turns a bad matrix into a "where" string for the message.
+    """
+    f = EvaluationBudget(fn, max_iter)
+    z = z0
+    fz = f(z)
+    g, abs_res, rel_res = _residuals(z, fz)
+    res = rel_res if stop_mode == "rel" else abs_res
+    best_z, best_abs, best_rel, best = z, abs_res, rel_res, res
+    abs_trace, rel_trace = [abs_res], [rel_res]
+    state = solver.init(z, fz, g)
+    stalled = 0
+    status = Status.MAX_ITER
+    iteration = 0
+    progress = torch.ones((), dtype=torch.bool, device=z.device)
+    while True:
+        converged = best <= tol
+        flags = torch.stack(
+            [
+                converged.all(),
+                ~torch.isfinite(res).all(),
+                ((res > divergence_ratio * best) & ~converged).any(),
+                progress.any(),
+            ]
+        ).tolist()  # the loop's one synchronization per iteration
+        all_converged, nonfinite, diverged, progressed = flags
+        stalled = 0 if progressed else stalled + 1
+        if nonfinite:
+            if not bool(torch.isfinite(z).all()):
+                status = Status.DIVERGED
+                break
+            where = describe_nonfinite(fz.detach()) if describe_nonfinite else ""
+            raise NonFiniteError(
+                f"the function returned non-finite values at a finite point (evaluation "
+                f"{f.count}, iteration {iteration}): {where}"
+            )
+        if all_converged:
+            status = Status.CONVERGED
+            break
+        if diverged:
+            status = Status.DIVERGED
+            break
+        if f.remaining <= 0:
+            break
+        if patience is not None and stalled >= patience:
+            status = Status.STAGNATED
+            break
+        step = solver.step(f, z, fz, g, state)
+        z, state = step.z, step.state
+        fz = step.fz if step.fz is not None else f(z)
+        g, abs_res, rel_res = _residuals(z, fz)
+        res = rel_res if stop_mode == "rel" else abs_res
+        abs_trace.append(abs_res)
+        rel_trace.append(rel_res)
+        iteration += 1
+        better = res < best
+        progress = (res < best * (1 - PROGRESS_FRACTION)) & ~converged
+        keep = better.unsqueeze(1)
+        best_z = torch.where(keep, z, best_z)
+        best_abs = torch.where(better, abs_res, best_abs)
+        best_rel = torch.where(better, rel_res, best_rel)
+        best = torch.where(better, res, best)
+    return LoopResult(
+        z=best_z,
+        nfe=f.count,
+        abs_residual=best_abs,
+        rel_residual=best_rel,
+        abs_trace=torch.stack(abs_trace),
+        rel_trace=torch.stack(rel_trace),
+        status=status,
+    )
