@@ -88,7 +88,9 @@ class Implicit(Backward):
             return fz
         settings = self.settings_for(forward)
 
-        def adjoint(grad: torch.Tensor) -> torch.Tensor:
+        def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
+            if grad is None:  # an undefined gradient stays undefined
+                return None
             if not bool(torch.isfinite(grad).all()):
                 raise NonFiniteError(
                     "the gradient arriving at the DEQ output holds non-finite values"
@@ -99,7 +101,7 @@ class Implicit(Backward):
                 return vjp + grad
 
             solution = solve_with(
-                vjp_plus_grad, grad, settings, what="the backward (adjoint) fixed point"
+                vjp_plus_grad, grad, settings, what="the backward (adjoint) equation"
             )
             record(solution)
             return solution.z

@@ -16,7 +16,9 @@ class Status(str, enum.Enum):
     CONVERGED = "converged"  # every sample reached the tolerance
     MAX_ITER = "max_iter"  # the evaluation budget ran out first
     STAGNATED = "stagnated"  # no sample improved for `patience` iterations
-    DIVERGED = "diverged"  # a residual grew by `divergence_ratio` or the iterate became non-finite
+    DIVERGED = (
+        "diverged"  # a residual grew `divergence_ratio`-fold or the iterate became non-finite
+    )
 
     def __str__(self) -> str:
         return self.value

@@ -36,7 +36,7 @@ class SolveSettings:
         max_iter: the most evaluations of f a solve may use (>= 1).
         stop_mode: "rel" (||f(z) - z|| / ||f(z)||) or "abs" (||f(z) - z||).
         patience: stop after this many iterations without progress (None: never).
-        divergence_ratio: stop when a residual exceeds this multiple of that sample's best.
+        divergence_ratio: stop when an absolute residual exceeds this multiple of its initial value.
         on_failure: what a solve that misses `tol` does: "warn", "raise" or "ignore".
     """
 
@@ -176,7 +176,7 @@ def report_failure(solution: Solution, on_failure: str, what: str) -> None:
     """Warn about or raise on a solve that missed its tolerance, as `on_failure` asks."""
     if solution.status == Status.CONVERGED or on_failure == "ignore":
         return
-    text = f"fixed point of {what} not found: {solution.message}; returning the best iterate"
+    text = f"solve of {what} did not converge: {solution.message}; returning the best iterate"
     if on_failure == "raise":
         raise NotConvergedError(text)
     warnings.warn(text, ConvergenceWarning, stacklevel=3)

@@ -150,10 +150,10 @@ class StateLayout:
         for i, chunk in enumerate(torch.split(bad, self.sizes, dim=1)):
             samples = chunk.any(dim=1).nonzero().flatten().tolist()
             if samples:
-                label = "" if self.kind == "tensor" else f"part {i} "
+                label = "" if self.kind == "tensor" else f"part {i}, "
                 kinds = "NaN" if torch.isnan(torch.split(flat, self.sizes, 1)[i]).any() else "inf"
                 shown = samples[:8] + (["..."] if len(samples) > 8 else [])
-                found.append(f"{label}{kinds} in samples {shown}")
+                found.append(f"{kinds} in {label}samples {shown}")
         return "; ".join(found) if found else "no non-finite values"
 
 

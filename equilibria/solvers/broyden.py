@@ -19,7 +19,6 @@ class BroydenState:
     z_prev: torch.Tensor | None = None
     g_prev: torch.Tensor | None = None
     stored: int = 0
-    next_slot: int = 0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H x."""
@@ -43,8 +42,9 @@ class Broyden(Solver):
     """Good Broyden's method with a limited memory of rank-1 updates.
 
     The inverse Jacobian of g(z) = f(z) - z starts at -I and receives one rank-1 update per step;
-    only the last `memory` updates are kept (the oldest is overwritten), so memory stays at
-    2 x memory state copies however many iterations run.
+    after `memory` updates the estimate restarts from -I (dropping only the oldest update would
+    leave an inconsistent estimate that diverges), so memory stays at 2 x memory state copies
+    however many iterations run.
 
     Args:
         memory: number of rank-1 updates kept.
@@ -96,12 +96,11 @@ class Broyden(Solver):
         )
         safe = torch.where(usable, denominator, torch.ones_like(denominator))
         u = torch.where(usable, (dz - state.apply(dg)) / safe, torch.zeros_like(dz))
-        slot = state.next_slot
+        slot = state.stored % self.memory  # a full history restarts from H = -I
         return BroydenState(
             u=write_slot(state.u, 1, slot, u),
             v=write_slot(state.v, 1, slot, v),
-            stored=min(state.stored + 1, self.memory),
-            next_slot=(slot + 1) % self.memory,
+            stored=slot + 1,
         )
 
 

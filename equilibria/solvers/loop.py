@@ -54,8 +54,9 @@ def iterate(
     """Run `solver` on z = fn(z) from `z0` (a `(batch, features)` matrix).
 
     Stops when every sample's residual is <= tol, after `max_iter` evaluations, when no sample
-    has improved for `patience` iterations, or when a residual exceeds `divergence_ratio` times
-    that sample's best. Raises NonFiniteError when fn returns NaN/inf at a finite point.
+    has improved for `patience` iterations, or when an absolute residual exceeds
+    `divergence_ratio` times that sample's initial one. Raises NonFiniteError when fn returns
+    NaN/inf at a finite point.
     `describe_nonfinite(flat)` turns a bad matrix into a "where" string for the message.
     """
     f = EvaluationBudget(fn, max_iter)
@@ -64,6 +65,7 @@ def iterate(
     g, abs_res, rel_res = _residuals(z, fz)
     res = rel_res if stop_mode == "rel" else abs_res
     best_z, best_abs, best_rel, best = z, abs_res, rel_res, res
+    divergence_bound = divergence_ratio * abs_res
     abs_trace, rel_trace = [abs_res], [rel_res]
     state = solver.init(z, fz, g)
     stalled = 0
@@ -76,7 +78,7 @@ def iterate(
             [
                 converged.all(),
                 ~torch.isfinite(res).all(),
-                ((res > divergence_ratio * best) & ~converged).any(),
+                ((abs_res > divergence_bound) & ~converged).any(),
                 progress.any(),
             ]
         ).tolist()  # the loop's one synchronization per iteration
@@ -86,10 +88,14 @@ def iterate(
             if not bool(torch.isfinite(z).all()):
                 status = Status.DIVERGED
                 break
-            where = describe_nonfinite(fz.detach()) if describe_nonfinite else ""
+            where = (
+                describe_nonfinite(fz.detach())
+                if describe_nonfinite
+                else "the function returned non-finite values"
+            )
             raise NonFiniteError(
-                f"the function returned non-finite values at a finite point (evaluation "
-                f"{f.count}, iteration {iteration}): {where}"
+                f"{where} at evaluation {f.count} (iteration {iteration}), although the point "
+                "it was evaluated at is finite"
             )
         if all_converged:
             status = Status.CONVERGED

@@ -1,0 +1,226 @@
+"""Every solver x dtype on problems with known answers, plus the loop's stopping rules."""
+
+import pytest
+import torch
+from problems import PROBLEMS, affine, cosine
+
+import equilibria as eq
+from equilibria.solvers.anderson import Anderson
+from equilibria.solvers.broyden import Broyden
+
+SOLVERS = {
+    "picard": eq.Picard(),
+    "picard-damped": eq.Picard(damping=0.7),
+    "anderson": eq.Anderson(),
+    "anderson-damped": eq.Anderson(m=3, beta=0.8),
+    "broyden": eq.Broyden(),
+    "broyden-linesearch": eq.Broyden(line_search=True),
+}
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+ANSWER_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_known_answers(solver, problem, dtype):
+    p = PROBLEMS[problem](dtype)
+    sol = eq.solve(p.f, p.z0, SOLVERS[solver], tol=TOL[dtype], stop_mode="abs", max_iter=500)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+    assert sol.converged.all()
+    assert sol.z.dtype == dtype and sol.z.shape == p.z0.shape
+    torch.testing.assert_close(sol.z, p.answer, atol=ANSWER_TOL[dtype], rtol=0)
+    assert sol.abs_residual.max() <= TOL[dtype]
+    assert isinstance(sol.nfe, int) and 1 <= sol.nfe <= 500
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden"])
+def test_accelerated_solvers_beat_plain_iteration(solver):
+    p = affine(torch.float64, norm=0.97, slow=True)
+    plain = eq.solve(p.f, p.z0, "picard", tol=1e-8, stop_mode="abs", max_iter=2000, patience=None)
+    fast = eq.solve(p.f, p.z0, solver, tol=1e-8, stop_mode="abs", max_iter=2000)
+    assert fast.status == plain.status == eq.Status.CONVERGED
+    assert fast.nfe * 3 < plain.nfe
+
+
+@pytest.mark.parametrize("solver", list(eq.SOLVERS))
+def test_tuple_and_list_states(solver):
+    """Multi-resolution states: each part keeps its shape; the answer is reached part by part."""
+    target_a = torch.randn(3, 2, 4, 4)
+    target_b = torch.randn(3, 5)
+
+    def f(z):
+        a, b = z
+        return [0.5 * a + 0.5 * target_a + 0.0 * b.sum(), 0.3 * b + 0.7 * target_b]
+
+    z0 = [torch.zeros(3, 2, 4, 4), torch.zeros(3, 5)]
+    sol = eq.solve(f, z0, solver, tol=1e-6, stop_mode="abs")
+    assert isinstance(sol.z, list) and [t.shape for t in sol.z] == [t.shape for t in z0]
+    torch.testing.assert_close(sol.z[0], target_a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sol.z[1], target_b, atol=1e-5, rtol=0)
+    sol_t = eq.solve(lambda z: tuple(f(z)), tuple(z0), solver, tol=1e-6, stop_mode="abs")
+    assert isinstance(sol_t.z, tuple)
+
+
+@pytest.mark.parametrize("solver", list(eq.SOLVERS))
+def test_bfloat16_states_do_not_crash(solver):
+    p = cosine(torch.float32)
+    z0 = p.z0.bfloat16()
+    sol = eq.solve(torch.cos, z0, solver, tol=1e-2, max_iter=40, on_failure="ignore")
+    assert sol.z.dtype == torch.bfloat16
+    assert torch.isfinite(sol.z.float()).all()
+    torch.testing.assert_close(sol.z.float(), p.answer, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("f", ["identity", "constant", "no_fixed_point"])
+def test_anderson_never_nan_on_singular_history(f, dtype):
+    """Zero or repeated residual differences make the least-squares system singular."""
+    maps = {
+        "identity": lambda z: z,  # every point is fixed: all differences vanish
+        "constant": lambda z: torch.ones_like(z),  # f'(z) = 0, history of zeros
+        "no_fixed_point": lambda z: z + 1.0,  # g is constant: every dg is exactly 0
+    }
+    z0 = torch.randn(4, 6, dtype=dtype)
+    sol = eq.solve(
+        maps[f], z0, Anderson(m=4), tol=1e-6, stop_mode="abs", max_iter=30, on_failure="ignore"
+    )
+    assert torch.isfinite(sol.z).all()
+    assert torch.isfinite(sol.trace).all()
+    if f != "no_fixed_point":  # (z + 1 has no fixed point; finite output is all we ask)
+        assert sol.status == eq.Status.CONVERGED
+
+
+def test_anderson_regularization_scales_with_the_problem():
+    """Tight tolerances on a badly scaled problem still converge (no absolute regularization)."""
+    p = affine(torch.float64, norm=0.95)
+    scaled = eq.solve(
+        lambda z: 1e-6 * p.f(z * 1e6), p.z0, "anderson", tol=1e-17, stop_mode="abs", max_iter=200
+    )
+    assert scaled.status == eq.Status.CONVERGED, scaled.message
+    torch.testing.assert_close(scaled.z * 1e6, p.answer, atol=1e-8, rtol=0)
+
+
+def test_broyden_memory_is_bounded():
+    p = affine(torch.float64, norm=0.9)
+    solver = Broyden(memory=4)
+    state = solver.init(p.z0, p.f(p.z0), p.f(p.z0) - p.z0)
+    shapes = (state.u.shape, state.v.shape)
+    budget = eq.solvers.EvaluationBudget(p.f, 100)
+    z = p.z0
+    for _ in range(20):
+        fz = p.f(z)
+        step = solver.step(budget, z, fz, fz - z, state)
+        z, state = step.z, step.state
+        assert (state.u.shape, state.v.shape) == shapes
+        assert state.stored <= 4
+    sol = eq.solve(p.f, p.z0, solver, tol=1e-9, stop_mode="abs", max_iter=300)
+    assert sol.status == eq.Status.CONVERGED
+
+
+def test_broyden_line_search_counts_its_evaluations():
+    calls = 0
+
+    def f(z):
+        nonlocal calls
+        calls += 1
+        return torch.tanh(3.0 * z) * 0.9 + 0.1  # steep: full Broyden steps overshoot
+
+    sol = eq.solve(
+        f,
+        torch.full((2, 3), 2.0),
+        eq.Broyden(line_search=True),
+        tol=1e-8,
+        stop_mode="abs",
+        max_iter=60,
+        on_failure="ignore",
+    )
+    assert sol.nfe == calls
+    assert sol.nfe <= 60
+
+
+def test_best_iterate_is_returned_per_sample():
+    """An oscillating map: the returned iterate is each sample's lowest-residual one."""
+    scale = torch.tensor([[-0.5], [-1.2]])  # sample 0 converges, sample 1 oscillates outward
+
+    def f(z):
+        return scale * z
+
+    sol = eq.solve(
+        f, torch.ones(2, 1), "picard", tol=1e-3, stop_mode="abs", max_iter=12, on_failure="ignore"
+    )
+    trace = sol.abs_trace
+    assert trace.shape == (12, 2)
+    torch.testing.assert_close(sol.abs_residual, trace.min(dim=0).values)
+    assert sol.converged.tolist() == [True, False]
+    assert float(sol.z[1]) == 1.0  # the start had the smallest residual for the diverging sample
+
+
+def test_stop_modes_differ_on_scale():
+    big = lambda z: 0.5 * z + 1e4  # noqa: E731 - fixed point 2e4
+    z0 = torch.zeros(1, 1, dtype=torch.float64)
+    rel = eq.solve(big, z0, "picard", tol=1e-3, stop_mode="rel", max_iter=100)
+    abs_ = eq.solve(big, z0, "picard", tol=1e-3, stop_mode="abs", max_iter=100)
+    assert rel.converged.all() and abs_.converged.all()
+    assert rel.nfe < abs_.nfe
+    assert rel.rel_residual.item() <= 1e-3 and abs_.abs_residual.item() <= 1e-3
+    torch.testing.assert_close(rel.residual, rel.rel_residual)
+    torch.testing.assert_close(abs_.trace, abs_.abs_trace)
+
+
+def test_stops_when_every_sample_converged_and_at_max_iter():
+    p = affine(torch.float64, norm=0.5)
+    sol = eq.solve(p.f, p.z0, "picard", tol=1e-6, stop_mode="abs", max_iter=500)
+    assert sol.status == eq.Status.CONVERGED
+    assert sol.abs_trace[-1].max() <= 1e-6 and sol.abs_trace[-2].max() > 1e-6
+    capped = eq.solve(
+        p.f, p.z0, "picard", tol=1e-12, stop_mode="abs", max_iter=5, on_failure="ignore"
+    )
+    assert capped.status == eq.Status.MAX_ITER and capped.nfe == 5
+    assert capped.trace.shape[0] == 5
+
+
+def test_stagnation_is_detected():
+    """Picard on a rotation by a tiny angle with no contraction never improves."""
+    angle = torch.tensor(0.01)
+    rot = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])
+    sol = eq.solve(
+        lambda z: z @ rot.T,
+        torch.ones(1, 2),
+        "picard",
+        tol=1e-8,
+        max_iter=500,
+        patience=10,
+        on_failure="ignore",
+    )
+    assert sol.status == eq.Status.STAGNATED
+    assert sol.nfe < 20
+
+
+def test_divergence_is_detected():
+    sol = eq.solve(
+        lambda z: 3.0 * z + 1.0,
+        torch.zeros(2, 3),
+        "picard",
+        tol=1e-6,
+        max_iter=200,
+        on_failure="ignore",
+    )
+    assert sol.status == eq.Status.DIVERGED
+    assert sol.nfe < 20
+    assert torch.isfinite(sol.z).all()
+
+
+def test_message_is_readable():
+    sol = eq.solve(torch.cos, torch.zeros(3, 1), "anderson", tol=1e-6, stop_mode="abs")
+    assert "anderson converged: 3/3 samples below abs tol 1.0e-06" in sol.message
+    assert "evaluations" in repr(sol)
+
+
+def test_solve_keeps_the_callers_grad_mode():
+    w = torch.tensor(0.5, requires_grad=True)
+    sol = eq.solve(lambda z: w * z + 1.0, torch.zeros(1, 1), "picard", tol=1e-8, max_iter=100)
+    assert sol.z.requires_grad  # traced through the loop: usable as an unrolled reference
+    with torch.no_grad():
+        sol = eq.solve(lambda z: w * z + 1.0, torch.zeros(1, 1), "picard", tol=1e-8, max_iter=100)
+    assert not sol.z.requires_grad
