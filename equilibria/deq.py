@@ -140,11 +140,14 @@ class DEQ(nn.Module):
         solver: str | Solver | None = None,
         tol: float | None = None,
         max_iter: int | None = None,
+        on_failure: str | None = None,
     ) -> State:
         """The fixed point for input `x`; the keywords override the settings for this call."""
         if self.check_input:
             check_finite(x if isinstance(x, (tuple, list)) else (x,), "the DEQ input")
-        settings = self.settings.updated(solver=solver, tol=tol, max_iter=max_iter)
+        settings = self.settings.updated(
+            solver=solver, tol=tol, max_iter=max_iter, on_failure=on_failure
+        )
         z0 = self.initial_state(x) if z0 is None else z0
         layout = StateLayout.of(z0, "z0")
 
