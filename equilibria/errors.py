@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+import torch
+
+_INTERNAL_DIRS = (str(Path(__file__).resolve().parent), str(Path(torch.__file__).resolve().parent))
 
 
 class EquilibriaError(Exception):
@@ -73,3 +80,11 @@ def reject_unknown_options(owner: str, given: Iterable[str], valid: Iterable[str
             f"{owner} got unknown keyword{plural} {', '.join(map(repr, unknown))}; "
             f"valid keywords are {', '.join(valid) if valid else '(none)'}"
         )
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """Warn, attributing the warning to the first frame outside equilibria and torch."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from .errors import (
     check_choice,
     check_nonnegative,
     check_positive_int,
+    warn_at_caller,
 )
 from .solution import Solution, Status
 from .solvers import Solver, make_solver
@@ -179,4 +179,4 @@ def report_failure(solution: Solution, on_failure: str, what: str) -> None:
     text = f"solve of {what} did not converge: {solution.message}; returning the best iterate"
     if on_failure == "raise":
         raise NotConvergedError(text)
-    warnings.warn(text, ConvergenceWarning, stacklevel=3)
+    warn_at_caller(text, ConvergenceWarning)
