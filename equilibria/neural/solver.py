@@ -1,0 +1,174 @@
+"""NeuralSolver: a learned initializer and learned Anderson-style updates, safeguarded."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import EquilibriaError, StateMismatchError, check_positive_int
+from ..solvers.base import EvaluationBudget, Solver, Step
+from ..state import State, StateLayout
+from .initializer import Initializer
+from .mixing import History, MixingNetwork, anderson_weights
+
+FORMAT = "equilibria.neural_solver/1"
+
+
+@dataclass
+class NeuralState:
+    history: History
+
+
+class NeuralSolver(nn.Module, Solver):
+    """A fixed-point solver whose initial guess and updates are small trained networks.
+
+    Usable wherever a solver is accepted (`eq.DEQ(cell, solver=neural)`, `eq.solve`). Each step
+    mixes the last `m` iterates with weights and damping predicted from the residual history.
+    With `safeguard` on, a predicted step that would increase a sample's residual is replaced,
+    for that sample, by the classical Anderson step when that one is better (costing one more
+    evaluation on such steps), so a step never ends worse than both the current iterate and the
+    classical step.
+
+    Args:
+        x_shape, state_shapes, structure: what the initializer maps (see `Initializer`).
+        m: history length.
+        pooled, hidden: sizes of the mixing network.
+        safeguard: fall back to the classical step as described above.
+    """
+
+    name: ClassVar[str] = "neural"
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        state_shapes: list[tuple[int, ...]],
+        structure: str = "tensor",
+        *,
+        m: int = 5,
+        pooled: int = 8,
+        hidden: int = 16,
+        safeguard: bool = True,
+    ) -> None:
+        nn.Module.__init__(self)
+        self.config = dict(
+            x_shape=tuple(x_shape),
+            state_shapes=[tuple(s) for s in state_shapes],
+            structure=structure,
+            m=check_positive_int("NeuralSolver m", m, minimum=2),
+            pooled=check_positive_int("NeuralSolver pooled", pooled),
+            hidden=check_positive_int("NeuralSolver hidden", hidden),
+        )
+        self.safeguard = safeguard
+        self.initializer = Initializer(x_shape, state_shapes, structure)
+        self.mixer = MixingNetwork(m=m, pooled=pooled, hidden=hidden)
+
+    @classmethod
+    def for_model(cls, x: torch.Tensor, z0: State, **options: Any) -> NeuralSolver:
+        """A solver sized for a DEQ whose input looks like `x` and state like `z0`."""
+        layout = StateLayout.of(z0, "z0")
+        return cls(tuple(x.shape[1:]), [tuple(s) for s in layout.shapes], layout.kind, **options)
+
+    @property
+    def m(self) -> int:
+        return self.config["m"]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- the Solver protocol ------------------------------------------------------------------
+
+    def initial_state(self, x: torch.Tensor) -> State:
+        """The learned initial guess z0 for input `x`."""
+        return self.initializer(x)
+
+    def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> NeuralState:
+        expected = sum(torch.Size(s).numel() for s in self.config["state_shapes"])
+        if z.shape[1] != expected:
+            raise StateMismatchError(
+                f"this neural solver was trained for states of per-sample shapes "
+                f"{self.config['state_shapes']} ({expected} values), got {z.shape[1]} values"
+            )
+        return NeuralState(history=History.empty(z, self.m))
+
+    def propose(self, history: History) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next iterate, the learned correction to Anderson's weights) from the history."""
+        alpha, beta, correction = self.mixer(history)
+        return history.mix(alpha, beta), correction
+
+    def step(
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        state: NeuralState,
+    ) -> Step:
+        history = state.history.push(z, g)
+        z_next, _ = self.propose(history)
+        state = NeuralState(history)
+        if not self.safeguard or f.remaining < 2:
+            return Step(z=z_next, fz=None, state=state)
+        fz_next = f(z_next)
+        residual = (fz_next - z_next).norm(dim=1)
+        worse = residual > g.norm(dim=1)
+        if not bool(worse.any()):
+            return Step(z=z_next, fz=fz_next, state=state)
+        classical = history.mix(anderson_weights(history), torch.ones_like(residual[:, None]))
+        f_classical = f(classical)
+        use = (worse & ((f_classical - classical).norm(dim=1) < residual)).unsqueeze(1)
+        return Step(
+            z=torch.where(use, classical, z_next),
+            fz=torch.where(use, f_classical, fz_next),
+            state=state,
+        )
+
+    # -- saving and loading -------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the solver atomically (temporary file, then rename)."""
+        path = Path(path)
+        payload = {
+            "format": FORMAT,
+            "config": self.config,
+            "safeguard": self.safeguard,
+            "state_dict": self.state_dict(),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> NeuralSolver:
+        """Read a solver written by `save`, with a clear error for anything else."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no neural solver file at {path}")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # corrupt or foreign file
+            raise EquilibriaError(f"{path} is not a readable neural solver file: {error}") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise EquilibriaError(f"{path} is not a neural solver file (format {FORMAT} expected)")
+        config = dict(payload["config"])
+        solver = cls(
+            config.pop("x_shape"),
+            config.pop("state_shapes"),
+            config.pop("structure"),
+            safeguard=payload["safeguard"],
+            **config,
+        )
+        solver.load_state_dict(payload["state_dict"])
+        return solver

@@ -1,0 +1,154 @@
+"""The learned solver: training lowers its loss, the safeguard holds, files round-trip."""
+
+import pytest
+import torch
+
+import equilibria as eq
+from equilibria.cells import TanhCell
+from equilibria.neural import (
+    History,
+    NeuralSolver,
+    SolverTraining,
+    anderson_weights,
+    fit_neural_solver,
+)
+
+
+def tiny_deq():
+    torch.manual_seed(0)
+    return eq.DEQ(TanhCell(16, contraction=0.9), tol=1e-5)
+
+
+def batches(n=4, size=16, features=16):
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randn(size, features, generator=gen) for _ in range(n)]
+
+
+def test_untrained_network_reproduces_anderson_weights():
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    z = torch.randn(16, 16)
+    history = History.empty(z, solver.m)
+    for _ in range(3):
+        g = deq.cell(z, x) - z
+        history = history.push(z, g)
+        z = z + 0.5 * g
+    alpha, beta, correction = solver.mixer(history)
+    torch.testing.assert_close(alpha, anderson_weights(history))
+    assert torch.all(correction == 0)
+    torch.testing.assert_close(alpha.sum(1), torch.ones(16))
+    assert torch.all((beta > 0.9) & (beta < 1))
+
+
+def test_anderson_weights_are_finite_on_a_singular_history():
+    z = torch.zeros(2, 5)
+    history = History.empty(z, 4)
+    for _ in range(3):
+        history = history.push(z, torch.zeros_like(z))  # all residuals zero: Gram is 0
+    alpha = anderson_weights(history)
+    assert torch.isfinite(alpha).all()
+    torch.testing.assert_close(alpha.sum(1), torch.ones(2))
+
+
+def test_training_reduces_the_loss_on_a_frozen_deq():
+    deq = tiny_deq()
+    before = [p.clone() for p in deq.parameters()]
+    config = SolverTraining(epochs=15, unroll=4, lr=3e-3)
+    solver, log = fit_neural_solver(deq, batches(), config=config, progress=False)
+    assert log.loss[-1] < 0.7 * log.loss[0]
+    assert log.init_error[-1] < log.init_error[0]
+    assert all(torch.equal(a, b) for a, b in zip(before, deq.parameters(), strict=True))
+    assert all(p.requires_grad for p in deq.parameters())  # unfrozen afterwards
+
+
+def test_usable_wherever_a_solver_is_accepted():
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    z = deq(x, z0=solver.initial_state(x), solver=solver)
+    assert deq.stats.forward.solver == "neural" and deq.stats.converged.all()
+    z.sum().backward()
+    sol = eq.solve(lambda v: deq.cell(v, x), solver.initial_state(x), solver, tol=1e-6)
+    assert sol.status == eq.Status.CONVERGED
+
+
+def test_safeguard_never_ends_a_step_worse_than_both_current_and_classical():
+    """Sabotage the network (huge corrections): every step must still be safe."""
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    with torch.no_grad():
+        solver.mixer.correction_head.bias.fill_(5.0)
+        solver.mixer.correction_head.weight.normal_(0, 3.0)
+
+    def f(z):
+        return deq.cell(z, x)
+
+    budget = eq.solvers.EvaluationBudget(f, 1000)
+    z = torch.zeros(16, 16)
+    with torch.no_grad():
+        fz = f(z)
+        state = solver.init(z, fz, fz - z)
+        for _ in range(12):
+            g = fz - z
+            history = state.history.push(z, g)
+            classical = history.mix(anderson_weights(history), torch.ones(16, 1))
+            classical_res = (f(classical) - classical).norm(dim=1)
+            step = solver.step(budget, z, fz, g, state)
+            res = (step.fz - step.z).norm(dim=1)
+            assert torch.all(
+                (res <= g.norm(dim=1) * (1 + 1e-6)) | (res <= classical_res * (1 + 1e-6))
+            )
+            z, fz, state = step.z, step.fz, step.state
+        solution = eq.solve(f, torch.zeros(16, 16), solver, tol=1e-5, max_iter=200)
+    assert solution.status == eq.Status.CONVERGED
+
+
+def test_save_load_round_trip(tmp_path):
+    deq = tiny_deq()
+    solver, _ = fit_neural_solver(deq, batches(2), config=SolverTraining(epochs=2), progress=False)
+    path = tmp_path / "solver.pt"
+    solver.save(path)
+    loaded = NeuralSolver.load(path)
+    for a, b in zip(solver.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    x = batches(1)[0]
+    torch.testing.assert_close(loaded.initial_state(x), solver.initial_state(x))
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
+
+
+def test_bad_files_and_wrong_models_get_clear_errors(tmp_path):
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    with pytest.raises(FileNotFoundError, match="no neural solver file"):
+        NeuralSolver.load(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(eq.EquilibriaError, match="not a readable neural solver file"):
+        NeuralSolver.load(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something else"}, other)
+    with pytest.raises(eq.EquilibriaError, match="not a neural solver file"):
+        NeuralSolver.load(other)
+    # trained for 16 features, used on a 24-feature DEQ
+    wide = eq.DEQ(TanhCell(24), tol=1e-4)
+    with pytest.raises(eq.StateMismatchError, match=r"trained for states of per-sample shapes"):
+        wide(torch.randn(4, 24), solver=solver)
+    with pytest.raises(eq.StateMismatchError, match=r"built for inputs of per-sample shape"):
+        solver.initial_state(torch.randn(4, 24))
+
+
+def test_image_states_and_tuple_states_get_an_initializer():
+    x = torch.randn(2, 8, 6, 6)
+    solver = NeuralSolver.for_model(x, torch.zeros_like(x))
+    assert solver.initial_state(x).shape == x.shape
+    mixer = sum(p.numel() for p in solver.mixer.parameters())
+    assert solver.num_parameters() == mixer + (8 + 1) * 8  # one 1x1 head: 8 -> 8 channels
+    assert mixer < 1000
+    tuple_solver = NeuralSolver.for_model(x, (torch.zeros(2, 8, 6, 6), torch.zeros(2, 16, 3, 3)))
+    fine, coarse = tuple_solver.initial_state(x)
+    assert fine.shape == (2, 8, 6, 6) and coarse.shape == (2, 16, 3, 3)
+    with pytest.raises(eq.StateMismatchError, match="same number of dimensions"):
+        NeuralSolver.for_model(x, torch.zeros(2, 10))
