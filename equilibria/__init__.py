@@ -4,6 +4,7 @@ The output of a DEQ is the fixed point z* = f(z*, x) of one layer, found by a so
 differentiated implicitly, so memory does not grow with depth.
 """
 
+from . import stability
 from .backward import BACKWARDS, Backward, Implicit, OneStep, Phantom, Unrolled, make_backward
 from .deq import DEQ, DEQStats
 from .errors import (
@@ -16,6 +17,13 @@ from .errors import (
 from .solution import Solution, Status
 from .solve import SolveSettings, solve
 from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
+from .stability import (
+    VariationalDropout,
+    VariationalDropout1d,
+    VariationalDropout2d,
+    spectral_norm,
+    weight_norm,
+)
 
 __version__ = "0.1.0"
 
@@ -44,4 +52,11 @@ __all__ = [
     "make_backward",
     "make_solver",
     "solve",
+    # stability and training toolkit
+    "stability",
+    "VariationalDropout",
+    "VariationalDropout1d",
+    "VariationalDropout2d",
+    "spectral_norm",
+    "weight_norm",
 ]

@@ -12,6 +12,8 @@ from .backward import Backward, make_backward
 from .solution import Solution
 from .solve import SolveSettings, solve_with
 from .solvers import Solver
+from .stability.dropout import masks_held
+from .stability.normalization import parametrizations_cached
 from .state import State, StateLayout, check_finite
 
 
@@ -149,6 +151,12 @@ class DEQ(nn.Module):
             solver=solver, tol=tol, max_iter=max_iter, on_failure=on_failure
         )
         z0 = self.initial_state(x) if z0 is None else z0
+        # normalized weights are computed once and dropout masks drawn once for the whole call
+        with parametrizations_cached(self.cell), masks_held(self.cell):
+            return self._equilibrium(x, z0, settings)
+
+    def _equilibrium(self, x: Any, z0: State, settings: SolveSettings) -> State:
+        """Solve for z* and return f(z*) wired for this layer's backward strategy."""
         layout = StateLayout.of(z0, "z0")
 
         def cell_of(z: State) -> State:
