@@ -1,0 +1,87 @@
+"""Command line: `python -m benchmarks [PART ...] [--quick] [--out DIR] [--device cpu|cuda]`.
+
+Runs the named parts (all registered parts when none is named) and writes `report.md`,
+`report.json` and the plots under `--out`; `--docs PATH` also writes the README's performance
+section generated from the same report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import DEVICES, BenchConfig
+from .docs import render_docs
+from .environment import describe, load_average
+from .registry import Part, discover, select
+from .report import Report, Section
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="equilibria's benchmark suite: writes a markdown report and PNG plots.",
+    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help="parts to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="report folder")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to run")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--docs", type=Path, help="also write the README performance section")
+    parser.add_argument("--list", action="store_true", help="list the parts and exit")
+    return parser.parse_args(argv)
+
+
+def run(selected: list[Part], config: BenchConfig, command: str) -> Report:
+    """Run the parts under `config` and write the report files; returns the report."""
+    torch.set_num_threads(config.threads)
+    config.out.mkdir(parents=True, exist_ok=True)
+    report = Report(environment=describe(config), command=command)
+    for part in selected:
+        missing = part.missing()
+        if missing:
+            section = Section(part.name, part.title)
+            section.notes.append(f"Skipped: needs {', '.join(missing)}, not importable here.")
+        else:
+            started = time.perf_counter()
+            print(f"[benchmarks] {part.name} ...", file=sys.stderr, flush=True)
+            section = part.run(config)
+            section.settings["wall time"] = f"{time.perf_counter() - started:.0f} s"
+        report.sections.append(section)
+    report.environment["load average at end (1, 5, 15 min)"] = load_average()
+    (config.out / "report.md").write_text(report.to_markdown())
+    (config.out / "report.json").write_text(report.to_json())
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for part in discover().values():
+            print(f"{part.name:12s} {part.title}")
+        return 0
+    try:  # user mistakes (unknown part, no CUDA, bad thread count) end with one clear line
+        config = BenchConfig(
+            device=args.device, quick=args.quick, threads=args.threads, out=args.out, seed=args.seed
+        )
+        selected = select(args.parts)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    argv_text = sys.argv[1:] if argv is None else argv
+    report = run(selected, config, " ".join(["python -m benchmarks", shlex.join(argv_text)]).strip())
+    if args.docs:
+        args.docs.parent.mkdir(parents=True, exist_ok=True)
+        args.docs.write_text(render_docs(report, config.out, args.docs))
+    print(f"report written to {config.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Settings shared by every benchmark part: device, size preset, threads and output folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from equilibria.errors import check_choice, check_positive_int
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What every part is told.
+
+    Attributes:
+        device: "cpu" or "cuda".
+        quick: a smaller preset (fewer sizes and repeats) for a fast look.
+        threads: intra-op threads on CPU; both libraries always run in the same process with the
+            same setting.
+        out: folder for the report and its plots.
+        seed: seed of every random weight, input and upstream gradient.
+    """
+
+    device: str = "cpu"
+    quick: bool = False
+    threads: int = 1
+    out: Path = Path("results/bench")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("device", self.device, DEVICES)
+        check_positive_int("threads", self.threads)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device='cuda' was asked for but torch {torch.__version__} sees no CUDA device; "
+                "use device='cpu'"
+            )
+        object.__setattr__(self, "out", Path(self.out))
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def pick(self, quick: object, full: object) -> object:
+        """`quick` under the quick preset, else `full`."""
+        return quick if self.quick else full

@@ -1,0 +1,1 @@
+"""Benchmark parts, one module each; every module here registers itself on import."""

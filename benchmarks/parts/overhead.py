@@ -1,0 +1,199 @@
+"""How close the solvers come to the physical limit: NFE cell calls and nothing else.
+
+The overhead ratio of a forward solve is its time over the time of the same number of bare
+cell calls (z <- f(z), nothing else), timed interleaved with it. For a training step the bare
+work is those forward calls, one cell application with autograd, the adjoint solve's
+vector-Jacobian products and the final backward pass; one minus their share is the part of the
+step spent outside the cell (solver arithmetic, bookkeeping, Python).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import equilibria as eq
+
+from ..config import BenchConfig
+from ..problems import Problem, conv, slow_tanh
+from ..registry import register
+from ..report import Check, Column, Section, Table
+from ..timing import interleaved
+
+RATIO_TARGET = 1.15
+EXPENSIVE_CELL_MS = 1.0  # the ratio target applies to cells costing at least this much
+
+
+@dataclass(frozen=True)
+class Settings:
+    problems: tuple[Callable[[], Problem], ...]
+    solvers: tuple[str, ...] = ("picard", "anderson", "broyden")
+    tol: float = 1e-5
+    stop_mode: str = "rel"
+    max_iter: int = 200
+    repeats: int = 7
+    warmup: int = 1
+
+    @classmethod
+    def for_config(cls, config: BenchConfig) -> Settings:
+        seed = config.seed
+        if config.quick:
+            return cls(
+                problems=(
+                    lambda: slow_tanh(256, 64, seed=seed),
+                    lambda: conv(16, 8, 64, seed=seed),
+                ),
+                repeats=5,
+            )
+        return cls(
+            problems=(
+                lambda: slow_tanh(256, 64, seed=seed),
+                lambda: slow_tanh(512, 64, seed=seed),
+                lambda: slow_tanh(1024, 64, seed=seed),
+                lambda: conv(16, 8, 64, seed=seed),
+                lambda: conv(16, 16, 64, seed=seed),
+            )
+        )
+
+
+def bare_forward(problem: Problem, calls: int) -> Callable[[], torch.Tensor]:
+    """`calls` cell applications z <- f(z) without autograd: the forward solve's cell work."""
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            z = problem.z0()
+            for _ in range(calls):
+                z = problem.f(z)
+        return z
+
+    return run
+
+
+def bare_step(problem: Problem, forward_nfe: int, backward_nfe: int) -> Callable[[], None]:
+    """The cell work of an implicit training step with the given NFE, and nothing else."""
+    forward = bare_forward(problem, forward_nfe)
+
+    def run() -> None:
+        problem.zero_grad()
+        z = forward().requires_grad_()
+        fz = problem.f(z)
+        y = problem.upstream
+        for _ in range(backward_nfe):
+            (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
+            y = vjp + problem.upstream
+        fz.backward(y)
+
+    return run
+
+
+def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> dict:
+    device = config.torch_device
+    settings = dict(tol=s.tol, max_iter=s.max_iter, stop_mode=s.stop_mode, on_failure="ignore")
+    deq = eq.DEQ(problem.cell, solver, backward=eq.Implicit(), **settings)
+
+    def solve() -> eq.Solution:
+        with torch.no_grad():
+            return eq.solve(problem.f, problem.z0(), solver, **settings)
+
+    def step() -> None:
+        problem.zero_grad()
+        problem.loss(deq(problem.x)).backward()
+
+    nfe = solve().nfe
+    step()
+    forward_nfe, backward_nfe = deq.stats.forward_nfe, deq.stats.backward_nfe
+    forward = interleaved(
+        {"solve": solve, "bare": bare_forward(problem, nfe)},
+        repeats=s.repeats,
+        warmup=s.warmup,
+        device=device,
+    )
+    training = interleaved(
+        {"step": step, "bare": bare_step(problem, forward_nfe, backward_nfe)},
+        repeats=s.repeats,
+        warmup=s.warmup,
+        device=device,
+    )
+    return {
+        "problem": problem.name,
+        "solver": solver,
+        "cell_ms": forward.median("bare") / nfe * 1e3,
+        "nfe": nfe,
+        "solve_ms": forward.median("solve") * 1e3,
+        "ratio": forward.ratio("solve", "bare"),
+        "step_nfe": f"{forward_nfe}+{backward_nfe}",
+        "step_ms": training.median("step") * 1e3,
+        "step_ratio": training.ratio("step", "bare"),
+        "outside": 1.0 - 1.0 / training.ratio("step", "bare"),
+    }
+
+
+COLUMNS = [
+    Column("problem", "problem"),
+    Column("solver", "solver"),
+    Column("cell_ms", "cell call ms", ".3f"),  # median of NFE bare calls / NFE
+    Column("nfe", "fwd NFE"),
+    Column("solve_ms", "solve ms", ".2f"),
+    Column("ratio", "overhead ratio", ".3f"),
+    Column("step_nfe", "step NFE fwd+bwd"),
+    Column("step_ms", "training step ms", ".2f"),
+    Column("step_ratio", "step / bare cell work", ".3f"),
+    Column("outside", "step share outside the cell", ".1%"),
+]
+
+
+def checks(rows: list[dict]) -> list[Check]:
+    expensive = [r for r in rows if r["cell_ms"] >= EXPENSIVE_CELL_MS]
+    if not expensive:
+        return [
+            Check(
+                f"overhead ratio <= {RATIO_TARGET} for cells costing >= {EXPENSIVE_CELL_MS:g} ms",
+                "no problem in this run has such a cell",
+                None,
+            )
+        ]
+    missed = [r for r in expensive if r["ratio"] > RATIO_TARGET]
+    worst = max(expensive, key=lambda r: r["ratio"])
+    return [
+        Check(
+            f"overhead ratio <= {RATIO_TARGET} for cells costing >= {EXPENSIVE_CELL_MS:g} ms",
+            f"{len(expensive) - len(missed)}/{len(expensive)} rows; highest {worst['ratio']:.3f} "
+            f"({worst['solver']} on {worst['problem']})",
+            not missed,
+        )
+    ]
+
+
+def run(config: BenchConfig, settings: Settings | None = None) -> Section:
+    s = settings or Settings.for_config(config)
+    section = Section(
+        name="overhead",
+        title="Solver overhead against the cell's own cost",
+        summary=(
+            "Overhead ratio = time of a forward solve / time of the same number of bare cell "
+            "calls (z <- f(z)), the median of per-round ratios from interleaved runs; 1.0 is "
+            "the physical limit. 'step / bare cell work' compares a whole training step "
+            "(implicit backward) with its cell work alone (the same forward calls, one "
+            "application with autograd, the same number of vector-Jacobian products and the "
+            "final backward pass)."
+        ),
+        settings={
+            "tolerance": f"{s.stop_mode} {s.tol:g} (forward and backward)",
+            "cap": f"{s.max_iter} evaluations",
+            "timing": f"{s.warmup} warm-up + {s.repeats} interleaved rounds",
+        },
+    )
+    table = Table("Overhead per solver and problem size", COLUMNS)
+    for make_problem in s.problems:
+        problem = make_problem().to(config.torch_device)
+        section.notes.append(f"{problem.name}: {problem.description}.")
+        for solver in s.solvers:
+            table.add(**measure(problem, solver, s, config))
+    section.tables.append(table)
+    section.checks += checks(table.rows)
+    return section
+
+
+register("overhead", "Solver overhead against the cell's own cost", order=30)(run)
