@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     argv_text = sys.argv[1:] if argv is None else argv
-    report = run(selected, config, " ".join(["python -m benchmarks", shlex.join(argv_text)]).strip())
+    command = f"python -m benchmarks {shlex.join(argv_text)}".strip()
+    report = run(selected, config, command)
     if args.docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
         args.docs.write_text(render_docs(report, config.out, args.docs))
