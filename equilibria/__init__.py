@@ -18,10 +18,17 @@ from .solution import Solution, Status
 from .solve import SolveSettings, solve
 from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
 from .stability import (
+    CorrectionStates,
+    FixedPointCache,
+    FixedPointCorrection,
+    JacobianPenalty,
+    Pretrain,
     VariationalDropout,
     VariationalDropout1d,
     VariationalDropout2d,
+    jacobian_loss,
     spectral_norm,
+    spectral_radius,
     weight_norm,
 )
 
@@ -59,4 +66,11 @@ __all__ = [
     "VariationalDropout2d",
     "spectral_norm",
     "weight_norm",
+    "CorrectionStates",
+    "FixedPointCache",
+    "FixedPointCorrection",
+    "JacobianPenalty",
+    "Pretrain",
+    "jacobian_loss",
+    "spectral_radius",
 ]

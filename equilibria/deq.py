@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,12 +10,19 @@ import torch
 from torch import nn
 
 from .backward import Backward, make_backward
+from .errors import check_positive_int
 from .solution import Solution
 from .solve import SolveSettings, solve_with
 from .solvers import Solver
+from .stability.correction import CorrectionStates, FixedPointCorrection, Trajectory
 from .stability.dropout import masks_held
+from .stability.jacobian import FirstApplication, JacobianPenalty, hutchinson_frobenius
+from .stability.jitter import jittered_cap
 from .stability.normalization import parametrizations_cached
+from .stability.pretrain import Pretrain, unroll
 from .state import State, StateLayout, check_finite
+
+FlatMap = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -26,12 +34,24 @@ class DEQStats:
         backward: the adjoint solve's `Solution` once backward has run with `Implicit`.
         backward_nfe: evaluations of the adjoint solve (None until backward has run; 0 for
             strategies without an adjoint solve).
+        max_iter: the iteration cap the forward solve ran under (after any jitter).
+        jacobian_loss: gamma * (||J_f(z*)||_F^2 / dim estimate), differentiable, to add to the
+            training loss; a zero tensor on calls that do not compute the penalty.
+        jacobian_frobenius_sq: the (detached) batch-mean estimate of ||J_f(z*)||_F^2 / dim on
+            calls that compute it, else None.
+        correction: states along the solve with loss weights (with `correction=` in training).
+        pretraining: whether the call ran the unrolled pretraining network instead of a solve.
     """
 
     forward: Solution
     backward: Solution | None = None
     backward_nfe: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    max_iter: int | None = None
+    jacobian_loss: torch.Tensor | None = None
+    jacobian_frobenius_sq: torch.Tensor | None = None
+    correction: CorrectionStates | None = None
+    pretraining: bool = False
 
     @property
     def forward_nfe(self) -> int:
@@ -53,6 +73,21 @@ class DEQStats:
         self.backward = solution
         self.backward_nfe = solution.nfe
 
+    def record_jacobian(self, penalty: JacobianPenalty, probe: FirstApplication) -> None:
+        """The penalty on the graph of the layer's first differentiable application."""
+        estimate = hutchinson_frobenius(
+            probe.fz, probe.z, penalty.probes, create_graph=penalty.gamma > 0
+        ).mean()
+        self.jacobian_loss = penalty.gamma * estimate
+        self.jacobian_frobenius_sq = estimate.detach()
+
+
+def _setting(value: Any, kind: type, name: str, example: str) -> Any:
+    """`value` if it is None or a `kind`, else a TypeError showing how to build one."""
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} must be None or an {example}, got {type(value).__name__}")
+    return value
+
 
 class DEQ(nn.Module):
     """A deep equilibrium layer: returns z* with z* = cell(z*, x).
@@ -63,6 +98,9 @@ class DEQ(nn.Module):
     an object such as `eq.Implicit(tol=1e-6)`). The output is one differentiable application
     f(z*), and statistics of the last call are on `deq.stats`.
 
+    Within one call, every normalized weight of the cell (`eq.weight_norm`, `eq.spectral_norm`)
+    is computed once and every `eq.VariationalDropout` keeps one mask.
+
     Args:
         cell: the layer f(z, x).
         solver: solver name or object; extra keywords are the named solver's hyperparameters.
@@ -70,6 +108,13 @@ class DEQ(nn.Module):
         backward: the backward strategy.
         eval_solver, eval_tol, eval_max_iter: replacements used in `eval()` mode.
         check_input: raise on non-finite input (costs one synchronization per call).
+        jacobian_penalty: an `eq.JacobianPenalty(gamma, p, probes)`; training calls then put
+            the penalty on `stats.jacobian_loss`.
+        correction: an `eq.FixedPointCorrection(states, decay)`; training calls then put states
+            along the solve on `stats.correction`.
+        pretrain: an `eq.Pretrain(depth, steps)`: the first `steps` training calls run the cell
+            `depth` times as an unrolled network (see `pretraining`, `end_pretraining`).
+        iteration_jitter: training calls draw their cap from [max_iter - jitter, max_iter].
 
     Example:
         >>> cell = eq.testing.TanhCell(8)              # doctest: +SKIP
@@ -93,6 +138,10 @@ class DEQ(nn.Module):
         eval_tol: float | None = None,
         eval_max_iter: int | None = None,
         check_input: bool = True,
+        jacobian_penalty: JacobianPenalty | None = None,
+        correction: FixedPointCorrection | None = None,
+        pretrain: Pretrain | None = None,
+        iteration_jitter: int = 0,
         **solver_options: Any,
     ) -> None:
         super().__init__()
@@ -115,12 +164,37 @@ class DEQ(nn.Module):
         )
         self.backward = make_backward(backward)
         self.check_input = check_input
+        self.jacobian_penalty = _setting(
+            jacobian_penalty, JacobianPenalty, "jacobian_penalty", "eq.JacobianPenalty(gamma, p)"
+        )
+        self.correction = _setting(
+            correction, FixedPointCorrection, "correction", "eq.FixedPointCorrection(states)"
+        )
+        self.pretrain = _setting(pretrain, Pretrain, "pretrain", "eq.Pretrain(depth, steps)")
+        if pretrain is not None:  # a buffer, so that checkpoints resume the schedule
+            self.register_buffer("pretrain_remaining", torch.tensor(pretrain.steps))
+        self.iteration_jitter = check_positive_int("iteration_jitter", iteration_jitter, minimum=0)
+        if iteration_jitter and iteration_jitter >= max_iter:
+            raise ValueError(
+                f"iteration_jitter must be smaller than max_iter ({max_iter}), got "
+                f"{iteration_jitter}"
+            )
         self.stats: DEQStats | None = None
 
     @property
     def settings(self) -> SolveSettings:
         """The solve settings in force for the current mode (train or eval)."""
         return self.train_settings if self.training else self.eval_settings
+
+    @property
+    def pretraining(self) -> bool:
+        """Whether calls run the unrolled pretraining network (in train and eval mode alike)."""
+        return self.pretrain is not None and int(self.pretrain_remaining) > 0
+
+    def end_pretraining(self) -> None:
+        """Switch to the equilibrium solve now, whatever is left of the pretraining steps."""
+        if self.pretrain is not None:
+            self.pretrain_remaining.zero_()
 
     def initial_state(self, x: Any) -> State:
         """`cell.init_state(x)` when the cell defines it, else zeros like `x`."""
@@ -153,11 +227,34 @@ class DEQ(nn.Module):
         z0 = self.initial_state(x) if z0 is None else z0
         # normalized weights are computed once and dropout masks drawn once for the whole call
         with parametrizations_cached(self.cell), masks_held(self.cell):
-            return self._equilibrium(x, z0, settings)
+            if self.pretraining:
+                return self._unrolled(x, z0, settings)
+            return self._equilibrium(x, z0, settings, jitter=max_iter is None)
 
-    def _equilibrium(self, x: Any, z0: State, settings: SolveSettings) -> State:
-        """Solve for z* and return f(z*) wired for this layer's backward strategy."""
+    def _equilibrium(self, x: Any, z0: State, settings: SolveSettings, jitter: bool) -> State:
+        """Solve for z*, then return f(z*) wired for this layer's backward strategy."""
         layout = StateLayout.of(z0, "z0")
+        cell_of, flat_cell = self._cell_maps(x, layout)
+        training = self.training and torch.is_grad_enabled()
+        trajectory = Trajectory(layout) if training and self.correction else None
+        solve_settings = self._solve_settings(settings, jitter)
+        stats = self.stats = self._solve(cell_of, z0, solve_settings, trajectory)
+        z_star = layout.flatten(stats.forward.z)
+        if not torch.is_grad_enabled():
+            return layout.unflatten(flat_cell(z_star))
+        penalized = training and self.jacobian_penalty is not None and self.jacobian_penalty.draw()
+        probe = FirstApplication(flat_cell) if penalized else None
+        out = layout.unflatten(
+            self.backward.attach(probe or flat_cell, z_star, settings, stats.record_backward)
+        )
+        if probe is not None:
+            stats.record_jacobian(self.jacobian_penalty, probe)
+        if trajectory is not None:
+            stats.correction = trajectory.corrections(self.correction, flat_cell, settings, out)
+        return out
+
+    def _cell_maps(self, x: Any, layout: StateLayout) -> tuple[Callable[[State], State], FlatMap]:
+        """The cell as a map of states and as a map of flat `(batch, features)` matrices."""
 
         def cell_of(z: State) -> State:
             return self.cell(z, x)
@@ -165,20 +262,52 @@ class DEQ(nn.Module):
         def flat_cell(flat: torch.Tensor) -> torch.Tensor:
             return layout.flatten(self.cell(layout.unflatten(flat), x))
 
+        return cell_of, flat_cell
+
+    def _solve_settings(self, settings: SolveSettings, jitter: bool) -> SolveSettings:
+        """The forward solve's settings: in training, the cap jittered unless set for the call."""
+        if not (self.training and jitter and self.iteration_jitter):
+            return settings
+        return settings.updated(max_iter=jittered_cap(settings.max_iter, self.iteration_jitter))
+
+    def _solve(
+        self,
+        cell_of: Callable[[State], State],
+        z0: State,
+        settings: SolveSettings,
+        trajectory: Trajectory | None,
+    ) -> DEQStats:
+        """The forward solve (with autograd only for strategies that differentiate it)."""
+        if trajectory is not None:
+            cell_of = trajectory.recording(cell_of)
         with torch.set_grad_enabled(
             torch.is_grad_enabled() and self.backward.differentiates_solver
         ):
             solution = solve_with(cell_of, z0, settings, what="the cell")
-        stats = DEQStats(forward=solution)
+        stats = DEQStats(
+            forward=solution,
+            max_iter=settings.max_iter,
+            jacobian_loss=torch.zeros((), device=StateLayout.of(z0).device),
+        )
         if not self.backward.differentiates_solver and self.backward.name != "implicit":
             stats.backward_nfe = 0
-        self.stats = stats
-        z_star = layout.flatten(solution.z)
-        if torch.is_grad_enabled():
-            out = self.backward.attach(flat_cell, z_star, settings, stats.record_backward)
-        else:
-            out = flat_cell(z_star)
-        return layout.unflatten(out)
+        return stats
+
+    def _unrolled(self, x: Any, z0: State, settings: SolveSettings) -> State:
+        """Pretraining: the cell applied `pretrain.depth` times, with ordinary backpropagation."""
+        layout = StateLayout.of(z0, "z0")
+        cell_of, _ = self._cell_maps(x, layout)
+        out, record = unroll(cell_of, z0, self.pretrain.depth, settings)
+        if self.training and torch.is_grad_enabled():
+            self.pretrain_remaining -= 1
+        self.stats = DEQStats(
+            forward=record,
+            backward_nfe=0,
+            max_iter=self.pretrain.depth,
+            jacobian_loss=torch.zeros((), device=layout.device),
+            pretraining=True,
+        )
+        return out
 
     def extra_repr(self) -> str:
         s = self.train_settings
