@@ -22,19 +22,26 @@ class BroydenState:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H x."""
-        n = self.stored
-        if n == 0:
-            return -x
-        coeff = torch.bmm(self.v[:, :n], x.unsqueeze(2))
-        return -x + torch.bmm(self.u[:, :n].transpose(1, 2), coeff).squeeze(2)
+        return _low_rank_minus_identity(self.u, self.v, self.stored, x)
 
     def apply_transposed(self, x: torch.Tensor) -> torch.Tensor:
         """H^T x."""
-        n = self.stored
-        if n == 0:
-            return -x
-        coeff = torch.bmm(self.u[:, :n], x.unsqueeze(2))
-        return -x + torch.bmm(self.v[:, :n].transpose(1, 2), coeff).squeeze(2)
+        return _low_rank_minus_identity(self.v, self.u, self.stored, x)
+
+
+def _low_rank_minus_identity(
+    left: torch.Tensor, right: torch.Tensor, n: int, x: torch.Tensor
+) -> torch.Tensor:
+    """(-I + sum_i left_i right_i^T) x over the first `n` slots, per sample.
+
+    Written with x as a row vector, (x^T right^T) left: batched vector-matrix products are
+    several times faster than matrix-vector ones on CPU, and the sum is one fused baddbmm.
+    """
+    if n == 0:
+        return -x
+    row = x.unsqueeze(1)
+    coeff = torch.bmm(row, right[:, :n].transpose(1, 2))
+    return torch.baddbmm(row, coeff, left[:, :n], beta=-1).squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,8 @@ class Broyden(Solver):
         usable = denominator.abs() > tiny * (
             v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
         )
-        safe = torch.where(usable, denominator, torch.ones_like(denominator))
-        u = torch.where(usable, (dz - state.apply(dg)) / safe, torch.zeros_like(dz))
+        safe = torch.where(usable, denominator, 1.0)
+        u = torch.where(usable, (dz - state.apply(dg)) / safe, 0.0)
         slot = state.stored % self.memory  # a full history restarts from H = -I
         return BroydenState(
             u=write_slot(state.u, 1, slot, u),

@@ -7,6 +7,7 @@ device once per iteration (one small tensor of flags) to decide whether to stop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,15 +75,19 @@ def iterate(
     progress = torch.ones((), dtype=torch.bool, device=z.device)
     while True:
         converged = best <= tol
+        active = ~converged
+        # residuals are norms, so "< inf" is False exactly for NaN and inf (one op, where
+        # isfinite takes four)
         flags = torch.stack(
             [
                 converged.all(),
-                ~torch.isfinite(res).all(),
-                ((abs_res > divergence_bound) & ~converged).any(),
+                (res < math.inf).all(),
+                ((abs_res > divergence_bound) & active).any(),
                 progress.any(),
             ]
         ).tolist()  # the loop's one synchronization per iteration
-        all_converged, nonfinite, diverged, progressed = flags
+        all_converged, finite, diverged, progressed = flags
+        nonfinite = not finite
         stalled = 0 if progressed else stalled + 1
         if nonfinite:
             if not bool(torch.isfinite(z).all()):
@@ -117,12 +122,12 @@ def iterate(
         rel_trace.append(rel_res)
         iteration += 1
         better = res < best
-        progress = (res < best * (1 - PROGRESS_FRACTION)) & ~converged
+        progress = (res < best * (1 - PROGRESS_FRACTION)) & active
         keep = better.unsqueeze(1)
         best_z = torch.where(keep, z, best_z)
         best_abs = torch.where(better, abs_res, best_abs)
         best_rel = torch.where(better, rel_res, best_rel)
-        best = torch.where(better, res, best)
+        best = best_rel if stop_mode == "rel" else best_abs
     return LoopResult(
         z=best_z,
         nfe=f.count,
