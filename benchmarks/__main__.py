@@ -33,6 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to run")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="time with wall-clock time (default on CPU with one thread: thread CPU time)",
+    )
     parser.add_argument("--docs", type=Path, help="also write the README performance section")
     parser.add_argument("--list", action="store_true", help="list the parts and exit")
     return parser.parse_args(argv)
@@ -68,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:  # user mistakes (unknown part, no CUDA, bad thread count) end with one clear line
         config = BenchConfig(
-            device=args.device, quick=args.quick, threads=args.threads, out=args.out, seed=args.seed
+            device=args.device,
+            quick=args.quick,
+            threads=args.threads,
+            out=args.out,
+            seed=args.seed,
+            wall_clock=args.wall_clock,
         )
         selected = select(args.parts)
     except ValueError as error:

@@ -9,6 +9,8 @@ import torch
 
 from equilibria.errors import check_choice, check_positive_int
 
+from .timing import CLOCKS, Clock
+
 DEVICES = ("cpu", "cuda")
 
 
@@ -23,6 +25,8 @@ class BenchConfig:
             same setting.
         out: folder for the report and its plots.
         seed: seed of every random weight, input and upstream gradient.
+        wall_clock: time with wall-clock time even where thread CPU time is used by default
+            (CPU with one thread).
     """
 
     device: str = "cpu"
@@ -30,6 +34,7 @@ class BenchConfig:
     threads: int = 1
     out: Path = Path("results/bench")
     seed: int = 0
+    wall_clock: bool = False
 
     def __post_init__(self) -> None:
         check_choice("device", self.device, DEVICES)
@@ -44,6 +49,20 @@ class BenchConfig:
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
+
+    @property
+    def clock_name(self) -> str:
+        """ "cpu" (the thread's CPU time) on CPU with one thread, else "wall"."""
+        single_thread_cpu = self.device == "cpu" and self.threads == 1
+        return "cpu" if single_thread_cpu and not self.wall_clock else "wall"
+
+    @property
+    def clock(self) -> Clock:
+        return CLOCKS[self.clock_name]
+
+    def timing(self) -> dict[str, object]:
+        """Keyword arguments of `timing.interleaved` for this configuration."""
+        return {"device": self.torch_device, "clock": self.clock}
 
     def pick(self, quick: object, full: object) -> object:
         """`quick` under the quick preset, else `full`."""

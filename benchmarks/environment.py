@@ -56,6 +56,10 @@ def describe(config: BenchConfig) -> dict[str, str]:
             "equilibria": package_version("equilibria"),
             "torchdeq": package_version("torchdeq"),
             "CPU threads (torch)": str(torch.get_num_threads()),
+            "clock": {
+                "cpu": "thread CPU time (one thread; waits for other jobs are not counted)",
+                "wall": "wall-clock time",
+            }[config.clock_name],
             "preset": "quick" if config.quick else "full",
             "seed": str(config.seed),
             "load average at start (1, 5, 15 min)": load_average(),

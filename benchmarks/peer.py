@@ -88,7 +88,11 @@ def forward(
     f: Callable[[torch.Tensor], torch.Tensor],
     z0: torch.Tensor,
     solver_kwargs: dict[str, Any],
+    backward_writer: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The DEQ output (differentiable in training mode) and TorchDEQ's solver statistics."""
-    outputs, info = deq(f, z0, solver_kwargs=dict(solver_kwargs))
+    """The DEQ output (differentiable in training mode) and TorchDEQ's solver statistics.
+
+    `backward_writer` receives the adjoint solve's statistics when backward runs.
+    """
+    outputs, info = deq(f, z0, solver_kwargs=dict(solver_kwargs), backward_writer=backward_writer)
     return outputs[-1], info

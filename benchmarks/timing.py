@@ -1,7 +1,9 @@
-"""Wall-clock timing on a shared machine: warm-up, interleaved runs, medians and ratios.
+"""Timing on a shared machine: warm-up, interleaved runs, medians and ratios.
 
 Candidates are timed in alternating order within one process, so a burst of load from other
 jobs hits all of them alike; comparisons use the median over rounds of the per-round ratio.
+With one CPU thread the clock is the thread's CPU time, which does not count the time the
+process waits while other jobs hold the cores; otherwise it is wall-clock time.
 """
 
 from __future__ import annotations
@@ -25,13 +27,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds one call of `fn` takes, device work included."""
+Clock = Callable[[], float]
+CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_once(
+    fn: Callable[[], object], device: torch.device, clock: Clock = time.perf_counter
+) -> float:
+    """Seconds one call of `fn` takes on `clock`, device work included."""
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 @dataclass
@@ -55,6 +63,7 @@ def interleaved(
     repeats: int,
     warmup: int = 2,
     device: torch.device = CPU,
+    clock: Clock = time.perf_counter,
 ) -> Timings:
     """Time every candidate `repeats` times, rotating their order each round.
 
@@ -75,15 +84,8 @@ def interleaved(
         for round_ in range(repeats):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                samples[name].append(time_once(candidates[name], device))
+                samples[name].append(time_once(candidates[name], device, clock))
     finally:
         if gc_was_enabled:
             gc.enable()
     return Timings(samples)
-
-
-def median_time(
-    fn: Callable[[], object], *, repeats: int, warmup: int = 2, device: torch.device
-) -> float:
-    """Median seconds per call of one function."""
-    return interleaved({"fn": fn}, repeats=repeats, warmup=warmup, device=device).median("fn")

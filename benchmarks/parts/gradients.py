@@ -174,7 +174,7 @@ def measure(problem: Problem, s: Settings, config: BenchConfig, table: Table) ->
             "cosine": _cosine(problem.parameter_gradient(), exact),
             "backward_nfe": deq.stats.backward_nfe,
         }
-    timings = interleaved(steps, repeats=s.repeats, warmup=s.warmup, device=config.torch_device)
+    timings = interleaved(steps, repeats=s.repeats, warmup=s.warmup, **config.timing())
     reference = s.strategies[0][0]
     for label, _ in s.strategies:
         table.add(

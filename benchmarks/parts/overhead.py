@@ -89,7 +89,6 @@ def bare_step(problem: Problem, forward_nfe: int, backward_nfe: int) -> Callable
 
 
 def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> dict:
-    device = config.torch_device
     settings = dict(tol=s.tol, max_iter=s.max_iter, stop_mode=s.stop_mode, on_failure="ignore")
     deq = eq.DEQ(problem.cell, solver, backward=eq.Implicit(), **settings)
 
@@ -108,14 +107,15 @@ def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> 
         {"solve": solve, "bare": bare_forward(problem, nfe)},
         repeats=s.repeats,
         warmup=s.warmup,
-        device=device,
+        **config.timing(),
     )
     training = interleaved(
         {"step": step, "bare": bare_step(problem, forward_nfe, backward_nfe)},
         repeats=s.repeats,
         warmup=s.warmup,
-        device=device,
+        **config.timing(),
     )
+    per_iteration = (forward.median("solve") - forward.median("bare")) / nfe
     return {
         "problem": problem.name,
         "solver": solver,
@@ -123,6 +123,8 @@ def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> 
         "nfe": nfe,
         "solve_ms": forward.median("solve") * 1e3,
         "ratio": forward.ratio("solve", "bare"),
+        "per_iteration_us": per_iteration * 1e6,
+        "per_entry_ns": per_iteration / (problem.batch * problem.features) * 1e9,
         "step_nfe": f"{forward_nfe}+{backward_nfe}",
         "step_ms": training.median("step") * 1e3,
         "step_ratio": training.ratio("step", "bare"),
@@ -137,6 +139,8 @@ COLUMNS = [
     Column("nfe", "fwd NFE"),
     Column("solve_ms", "solve ms", ".2f"),
     Column("ratio", "overhead ratio", ".3f"),
+    Column("per_iteration_us", "overhead per evaluation us", ".0f"),
+    Column("per_entry_ns", "same, ns per state entry", ".2f"),
     Column("step_nfe", "step NFE fwd+bwd"),
     Column("step_ms", "training step ms", ".2f"),
     Column("step_ratio", "step / bare cell work", ".3f"),
@@ -177,7 +181,9 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
             "the physical limit. 'step / bare cell work' compares a whole training step "
             "(implicit backward) with its cell work alone (the same forward calls, one "
             "application with autograd, the same number of vector-Jacobian products and the "
-            "final backward pass)."
+            "final backward pass). The overhead per evaluation is (solve - bare) / NFE; divided "
+            "by the number of state entries (batch x features) it tells how much work per "
+            "entry a cell must do for a given ratio."
         ),
         settings={
             "tolerance": f"{s.stop_mode} {s.tol:g} (forward and backward)",

@@ -8,6 +8,7 @@ gradients of the two are checked to agree.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,13 +56,16 @@ class Settings:
     backward_tol: float = 1e-5
     stop_mode: str = "rel"
     max_iter: int = 200
+    starts: int = 5
     repeats: int = 11
     warmup: int = 2
 
     @classmethod
     def for_config(cls, config: BenchConfig) -> Settings:
         if config.quick:
-            return cls(problems=(lambda: slow_tanh(256, 64, seed=config.seed),), repeats=5)
+            return cls(
+                problems=(lambda: slow_tanh(256, 64, seed=config.seed),), starts=3, repeats=5
+            )
         return cls(
             problems=(
                 lambda: slow_tanh(256, 64, seed=config.seed),
@@ -76,15 +80,33 @@ class Settings:
 
 @dataclass
 class Contender:
-    """One library's DEQ on one problem: a training step, an inference call and statistics."""
+    """One library's DEQ on one problem: a training step, an inference call and statistics.
+
+    The counts hold one entry per start (see `starts`); the gradient is the one from z0 = 0.
+    """
 
     train_step: Callable[[], None]
     infer: Callable[[], torch.Tensor]
-    forward_nfe: int
-    backward_nfe: int
-    cell_work: int  # forward calls + backward passes of the cell in one training step
-    converged: bool
+    forward_nfe: list[int]
+    backward_nfe: list[int]
+    cell_work: list[int]  # forward calls + backward passes of the cell in one training step
+    converged: bool  # in every start, forward and backward
     gradient: torch.Tensor
+
+
+def starts(problem: Problem, count: int) -> list[torch.Tensor]:
+    """z0 = 0, then `count - 1` starts perturbed by 1e-6 N(0, 1), the same for both libraries.
+
+    Solvers whose path is sensitive to rounding (Broyden in float32 is) can need quite
+    different NFE from starts this close; several starts show that spread.
+    """
+    zero = problem.z0()
+    found = [zero]
+    for k in range(1, count):
+        gen = torch.Generator().manual_seed(1000 + k)
+        noise = torch.randn(zero.shape, generator=gen, dtype=zero.dtype)
+        found.append(zero + 1e-6 * noise.to(zero.device))
+    return found
 
 
 def _count_step(
@@ -117,17 +139,20 @@ def ours(problem: Problem, variant: Variant, s: Settings) -> Contender:
 
     counter = CountingCell(problem.cell)
     counted = build(counter)
-
-    def counted_step() -> Callable[[], None]:
-        loss = problem.loss(counted(problem.x))
-        return loss.backward
-
-    fwd_calls, bwd_passes, work = _count_step(problem, counter, counted_step)
-    stats = counted.stats
-    if fwd_calls != stats.forward_nfe + 1 or bwd_passes != stats.backward_nfe + 1:
-        raise RuntimeError("equilibria's NFE statistics disagree with the counted cell calls")
-    gradient = problem.parameter_gradient().clone()
-    converged = bool(stats.forward.all_converged and stats.backward.all_converged)
+    forward_nfe, backward_nfe, work, converged, gradient = [], [], [], True, None
+    for z0 in starts(problem, s.starts):
+        fwd_calls, bwd_passes, total = _count_step(
+            problem, counter, lambda z0=z0: problem.loss(counted(problem.x, z0)).backward
+        )
+        stats = counted.stats
+        if fwd_calls != stats.forward_nfe + 1 or bwd_passes != stats.backward_nfe + 1:
+            raise RuntimeError("equilibria's NFE statistics disagree with the counted cell calls")
+        forward_nfe.append(stats.forward_nfe)
+        backward_nfe.append(stats.backward_nfe)
+        work.append(total)
+        converged &= bool(stats.forward.all_converged and stats.backward.all_converged)
+        if gradient is None:
+            gradient = problem.parameter_gradient().clone()
 
     deq = build(problem.cell)
 
@@ -139,9 +164,7 @@ def ours(problem: Problem, variant: Variant, s: Settings) -> Contender:
         with torch.no_grad():
             return deq(problem.x)
 
-    return Contender(
-        train_step, infer, stats.forward_nfe, stats.backward_nfe, work, converged, gradient
-    )
+    return Contender(train_step, infer, forward_nfe, backward_nfe, work, converged, gradient)
 
 
 def theirs(problem: Problem, variant: Variant, s: Settings) -> Contender:
@@ -158,25 +181,34 @@ def theirs(problem: Problem, variant: Variant, s: Settings) -> Contender:
     )
     deq = peer.make_deq(settings)
     counter = CountingCell(problem.cell)
-    backward_info: list[dict[str, torch.Tensor]] = []
-    forward_info: list[dict[str, torch.Tensor]] = []
-
-    def counted_step() -> Callable[[], None]:
-        deq.train()
-        z, info = peer.forward(deq, lambda z: counter(z, problem.x), problem.z0(), variant.theirs)
-        forward_info.append(info)
-        return problem.loss(z).backward
-
-    # the backward statistics arrive through TorchDEQ's writer callback
-    deq_forward = deq.forward
-    deq.forward = lambda *a, **k: deq_forward(*a, backward_writer=backward_info.append, **k)
-    fwd_calls, bwd_passes, work = _count_step(problem, counter, counted_step)
-    deq.forward = deq_forward
-    gradient = problem.parameter_gradient().clone()
     lowest = f"{s.stop_mode}_lowest"
-    converged = bool(
-        forward_info[-1][lowest].max() < s.tol and backward_info[-1][lowest].max() < s.backward_tol
-    )
+    forward_nfe, backward_nfe, work, converged, gradient = [], [], [], True, None
+    for z0 in starts(problem, s.starts):
+        infos: dict[str, dict[str, torch.Tensor]] = {}
+
+        def step(z0: torch.Tensor = z0, infos: dict = infos) -> Callable[[], None]:
+            deq.train()
+            z, infos["forward"] = peer.forward(
+                deq,
+                lambda z: counter(z, problem.x),
+                z0,
+                variant.theirs,
+                backward_writer=lambda info: infos.update(backward=info),
+            )
+            return problem.loss(z).backward
+
+        fwd_calls, bwd_passes, total = _count_step(problem, counter, step)
+        # forward: the solve plus the one differentiable application; backward: the adjoint
+        # solve plus the final pass to the parameters (TorchDEQ also re-applies f in backward)
+        forward_nfe.append(fwd_calls - 1)
+        backward_nfe.append(bwd_passes - 1)
+        work.append(total)
+        converged &= bool(
+            infos["forward"][lowest].max() < s.tol
+            and infos["backward"][lowest].max() < s.backward_tol
+        )
+        if gradient is None:
+            gradient = problem.parameter_gradient().clone()
 
     def train_step() -> None:
         deq.train()
@@ -189,9 +221,7 @@ def theirs(problem: Problem, variant: Variant, s: Settings) -> Contender:
         with torch.no_grad():
             return peer.forward(deq, problem.f, problem.z0(), variant.theirs)[0]
 
-    # forward: the solve plus the one differentiable application; backward: the adjoint
-    # solve plus the final pass to the parameters (TorchDEQ also re-applies f in backward)
-    return Contender(train_step, infer, fwd_calls - 1, bwd_passes - 1, work, converged, gradient)
+    return Contender(train_step, infer, forward_nfe, backward_nfe, work, converged, gradient)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -201,12 +231,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 COUNT_COLUMNS = [
     Column("problem", "problem"),
     Column("solver", "solver"),
-    Column("nfe_fwd", "fwd NFE ours"),
-    Column("peer_nfe_fwd", "fwd NFE TorchDEQ"),
-    Column("nfe_bwd", "bwd NFE ours"),
-    Column("peer_nfe_bwd", "bwd NFE TorchDEQ"),
-    Column("work", "cell calls + VJPs per step ours"),
-    Column("peer_work", "cell calls + VJPs per step TorchDEQ"),
+    Column("nfe_fwd_text", "fwd NFE ours"),
+    Column("peer_nfe_fwd_text", "fwd NFE TorchDEQ"),
+    Column("nfe_bwd_text", "bwd NFE ours"),
+    Column("peer_nfe_bwd_text", "bwd NFE TorchDEQ"),
+    Column("work_text", "cell calls + VJPs per step ours"),
+    Column("peer_work_text", "cell calls + VJPs per step TorchDEQ"),
     Column("converged", "converged ours"),
     Column("peer_converged", "converged TorchDEQ"),
     Column("cosine", "grad cosine", ".7f"),
@@ -225,6 +255,22 @@ TIME_COLUMNS = [
 ]
 
 
+def _counts(prefix: str, contender: Contender) -> dict[str, Any]:
+    """Median counts over the starts (for the checks), every count, and a display text."""
+    found: dict[str, Any] = {}
+    for key, values in (
+        ("nfe_fwd", contender.forward_nfe),
+        ("nfe_bwd", contender.backward_nfe),
+        ("work", contender.cell_work),
+    ):
+        median = statistics.median_low(values)
+        low, high = min(values), max(values)
+        found[prefix + key] = median
+        found[prefix + key + "_runs"] = list(values)
+        found[prefix + key + "_text"] = str(median) if low == high else f"{median} ({low}-{high})"
+    return found
+
+
 def measure(problem: Problem, variant: Variant, s: Settings, config: BenchConfig) -> dict:
     """One table row: counts and gradients first, then interleaved timings and peak memory."""
     device = config.torch_device
@@ -232,9 +278,7 @@ def measure(problem: Problem, variant: Variant, s: Settings, config: BenchConfig
     row: dict[str, Any] = {
         "problem": problem.name,
         "solver": variant.label,
-        "nfe_fwd": mine.forward_nfe,
-        "nfe_bwd": mine.backward_nfe,
-        "work": mine.cell_work,
+        **_counts("", mine),
         "converged": mine.converged,
     }
     candidates = {"ours_fwd": mine.infer, "ours_step": mine.train_step}
@@ -243,9 +287,7 @@ def measure(problem: Problem, variant: Variant, s: Settings, config: BenchConfig
     if usable:
         other = theirs(problem, variant, s)
         row.update(
-            peer_nfe_fwd=other.forward_nfe,
-            peer_nfe_bwd=other.backward_nfe,
-            peer_work=other.cell_work,
+            **_counts("peer_", other),
             peer_converged=other.converged,
             cosine=_cosine(mine.gradient, other.gradient),
         )
@@ -255,13 +297,13 @@ def measure(problem: Problem, variant: Variant, s: Settings, config: BenchConfig
         {k: v for k, v in candidates.items() if k.endswith("_fwd")},
         repeats=s.repeats,
         warmup=s.warmup,
-        device=device,
+        **config.timing(),
     )
     step = interleaved(
         {k: v for k, v in candidates.items() if k.endswith("_step")},
         repeats=s.repeats,
         warmup=s.warmup,
-        device=device,
+        **config.timing(),
     )
     row["fwd_ms"] = forward.median("ours_fwd") * 1e3
     row["step_ms"] = step.median("ours_step") * 1e3
@@ -340,6 +382,7 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
             "tolerance": f"{s.stop_mode} {s.tol:g} forward, {s.stop_mode} {s.backward_tol:g} "
             "backward",
             "cap": f"{s.max_iter} evaluations forward and backward",
+            "starts": f"z0 = 0 and {s.starts - 1} starts 1e-6 away (NFE: median (min-max))",
             "timing": f"{s.warmup} warm-up + {s.repeats} interleaved rounds",
         },
     )
