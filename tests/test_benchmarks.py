@@ -1,0 +1,285 @@
+"""The benchmark suite: each part at a tiny size, its numbers checked against independent counts."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import equilibria as eq
+from benchmarks import __main__ as cli
+from benchmarks import peer, registry
+from benchmarks.config import BenchConfig
+from benchmarks.docs import render_docs
+from benchmarks.meters import SavedTensorBytes, peak_tensor_bytes
+from benchmarks.parts import gradients, memory, overhead, solvers
+from benchmarks.problems import CountingCell, conv, slow_tanh
+from benchmarks.report import Check, Column, Report, Section, Table, format_value
+from benchmarks.timing import interleaved
+
+TINY_TANH = dict(features=16, batch=4)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return BenchConfig(quick=True, out=tmp_path)
+
+
+def tiny_tanh():
+    return slow_tanh(**TINY_TANH)
+
+
+# ---------------------------------------------------------------- registry and command line
+
+
+def test_registry_lists_the_parts_in_report_order():
+    assert list(registry.discover())[:4] == ["solvers", "memory", "overhead", "gradients"]
+
+
+def test_unknown_part_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown benchmark part 'nope'.*solvers, memory"):
+        registry.select(["solvers", "nope"])
+
+
+def test_command_line_rejects_bad_input_in_one_line(capsys):
+    assert cli.main(["nope"]) == 2
+    assert "unknown benchmark part 'nope'" in capsys.readouterr().err
+    assert cli.main(["--threads", "0"]) == 2
+    assert "threads must be an integer >= 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["--device", "cuda"]) == 2
+        assert "sees no CUDA device" in capsys.readouterr().err
+
+
+def test_a_part_that_needs_a_missing_module_is_skipped_with_a_note(config):
+    def never_runs(config):
+        raise AssertionError("a part with missing requirements must not run")
+
+    registry.register("needs_model", "Needs a model", requires=("no_such_module_here",))(never_runs)
+    try:
+        report = cli.run(registry.select(["needs_model"]), config, "test")
+    finally:
+        del registry.PARTS["needs_model"]
+    (section,) = report.sections
+    assert "Skipped: needs no_such_module_here" in section.notes[0]
+    assert "Skipped: needs no_such_module_here" in (config.out / "report.md").read_text()
+    saved = json.loads((config.out / "report.json").read_text())
+    assert saved["sections"][0]["name"] == "needs_model"
+    assert saved["environment"]["CPU threads (torch)"] == "1"
+
+
+def test_clock_is_thread_cpu_time_only_for_one_cpu_thread(tmp_path):
+    assert BenchConfig(threads=1, out=tmp_path).clock_name == "cpu"
+    assert BenchConfig(threads=2, out=tmp_path).clock_name == "wall"
+    assert BenchConfig(threads=1, wall_clock=True, out=tmp_path).clock_name == "wall"
+
+
+# ---------------------------------------------------------------- timing, meters, report
+
+
+def test_interleaved_timing_rotates_order_and_reports_medians_and_ratios():
+    now = itertools.count()
+    clock_value = [0.0]
+    order = []
+
+    def clock():
+        return clock_value[0]
+
+    def candidate(name, cost):
+        def run():
+            order.append(name)
+            clock_value[0] += cost * (1 + next(now) % 2)  # alternate rounds cost 1x and 2x
+
+        return run
+
+    timings = interleaved(
+        {"a": candidate("a", 1.0), "b": candidate("b", 4.0)}, repeats=4, warmup=1, clock=clock
+    )
+    assert order[:2] == ["a", "b"]  # warm-up
+    assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # rotated every round
+    assert timings.samples == {"a": [1.0, 2.0, 1.0, 2.0], "b": [8.0, 4.0, 8.0, 4.0]}
+    assert timings.median("a") == 1.5 and timings.median("b") == 6.0
+    # the median of per-round ratios (8, 2, 8, 2), not the ratio of medians (4)
+    assert timings.ratio("b", "a") == 5.0
+
+
+def test_saved_tensor_bytes_counts_each_activation_once_and_skips_parameters():
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(5, 8)
+    with SavedTensorBytes(exclude=layer.parameters()) as saved:
+        y = torch.tanh(layer(x))  # saves x (for the weight gradient) and tanh's output
+        y = torch.tanh(layer(x))  # x again: the same storage, counted once
+    assert saved.bytes == 3 * x.numel() * 4
+    assert y.requires_grad
+
+
+def test_peak_tensor_bytes_sees_a_temporary_allocation():
+    def allocate():
+        big = torch.ones(1000, 250)  # 1 MB, freed at once
+        return float(big.sum())
+
+    peak = peak_tensor_bytes(allocate, torch.device("cpu"))
+    if peak is None:
+        pytest.skip("this torch's profiler exposes no allocation events")
+    assert 1_000_000 <= peak < 2_000_000
+
+
+def test_table_formats_missing_values_and_rejects_unknown_columns():
+    table = Table("t", [Column("a", "A", ".2f"), Column("b", "B")])
+    table.add(a=1.234, b=None)
+    assert "| 1.23 | n/a |" in table.to_markdown()
+    assert format_value(True) == "yes"
+    with pytest.raises(KeyError, match="no column"):
+        table.add(c=1)
+
+
+def test_counting_cell_counts_forward_calls_and_backward_passes():
+    problem = tiny_tanh()
+    counter = CountingCell(problem.cell)
+    z = counter(problem.z0().requires_grad_(), problem.x)
+    for _ in range(3):
+        torch.autograd.grad(z, problem.cell.parameters(), torch.ones_like(z), retain_graph=True)
+    assert (counter.forward_calls, counter.backward_passes) == (1, 3)
+
+
+# ---------------------------------------------------------------- the parts, at tiny sizes
+
+
+def tiny_solver_settings(**changes):
+    settings = dict(
+        problems=(tiny_tanh,),
+        variants=(solvers.Variant("picard", "picard"), solvers.Variant("anderson", "anderson")),
+        max_iter=100,
+        starts=2,
+        repeats=1,
+        warmup=0,
+    )
+    settings.update(changes)
+    return solvers.Settings(**settings)
+
+
+def independent_nfe(problem, solver, tol, max_iter):
+    with torch.no_grad():
+        return eq.solve(
+            problem.f, problem.z0(), solver, tol=tol, max_iter=max_iter, on_failure="ignore"
+        ).nfe
+
+
+def test_solvers_part_counts_match_independent_solves(config):
+    pytest.importorskip("torchdeq")
+    settings = tiny_solver_settings()
+    section = solvers.run(config, settings)
+    counts = section.table("Evaluations to tolerance and gradient agreement")
+    assert counts.column("solver") == ["picard", "anderson"]
+    rows = {r["solver"]: r for r in counts.rows}
+    problem = tiny_tanh()
+    for name in ("picard", "anderson"):
+        expected = independent_nfe(problem, name, settings.tol, settings.max_iter)
+        assert expected == int(rows[name]["nfe_fwd_text"].split()[0])
+        assert rows[name]["cosine"] > 0.9999
+        assert rows[name]["converged"] is True
+    # plain iteration is the same sequence in both libraries
+    picard = rows["picard"]
+    assert abs(int(picard["nfe_fwd_text"].split()[0]) - int(picard["peer_nfe_fwd_text"])) <= 1
+    times = section.table("Time and peak memory")
+    assert all(r["step_ms"] > 0 and r["peer_step_ms"] > 0 for r in times.rows)
+    markdown = section.to_markdown()
+    assert f"| {picard['nfe_fwd_text']} |" in markdown
+    assert [c.passed for c in section.checks][0] is True  # gradients agree
+
+
+def test_solvers_part_without_torchdeq_skips_its_columns_with_a_note(config, monkeypatch):
+    monkeypatch.setattr(peer, "available", lambda: (False, "TorchDEQ is not installed"))
+    settings = tiny_solver_settings(variants=(solvers.Variant("anderson", "anderson"),))
+    section = solvers.run(config, settings)
+    (row,) = section.table("Time and peak memory").rows
+    assert "peer_step_ms" not in row and row["step_ms"] > 0
+    assert any("TorchDEQ columns skipped" in note for note in section.notes)
+    assert section.checks[0].passed is None
+    assert "n/a" in section.to_markdown()
+
+
+def test_memory_part_deq_is_flat_and_explicit_grows_by_one_step_each(config):
+    settings = memory.Settings(problems=(tiny_tanh,), depths=(2, 10, 20))
+    section = memory.run(config, settings)
+    rows = section.table("Memory of one training step").rows
+    deq = [r["saved_mb"] for r in rows if r["model"] == "DEQ"]
+    explicit = {r["depth"]: r["saved_mb"] for r in rows if r["model"] == "explicit"}
+    assert len(set(deq)) == 1
+    # one more cell application saves one more (batch, features) activation
+    step_mb = TINY_TANH["batch"] * TINY_TANH["features"] * 4 / 2**20
+    assert explicit[10] - explicit[2] == pytest.approx(8 * step_mb)
+    assert explicit[20] - explicit[10] == pytest.approx(10 * step_mb)
+    assert (config.out / "memory.png").stat().st_size > 1000
+    saved_checks = [c for c in section.checks if "saved-for-backward" in c.target]
+    assert len(saved_checks) == 2 and all(c.passed for c in saved_checks)
+
+
+def test_linear_fit_and_spread():
+    slope, r2 = memory.linear_fit([1, 2, 3], [2, 4, 6])
+    assert slope == pytest.approx(2) and r2 == pytest.approx(1)
+    assert memory.spread([1.0, 1.05]) == pytest.approx(0.05)
+
+
+def test_overhead_part_ratio_is_solve_time_over_nfe_bare_calls(config):
+    settings = overhead.Settings(
+        problems=(tiny_tanh,), solvers=("anderson",), max_iter=100, repeats=1, warmup=0
+    )
+    section = overhead.run(config, settings)
+    (row,) = section.table("Overhead per solver and problem size").rows
+    assert row["nfe"] == independent_nfe(tiny_tanh(), "anderson", settings.tol, settings.max_iter)
+    # one round: the ratio is exactly solve time / (NFE x the per-call bare time)
+    assert row["ratio"] == pytest.approx(row["solve_ms"] / (row["cell_ms"] * row["nfe"]))
+    assert 0 < row["outside"] < 1
+    assert section.checks[0].passed is None  # no cell here costs >= 1 ms
+
+
+def test_overhead_checks_only_judge_expensive_cells():
+    rows = [
+        {"problem": "p", "solver": "a", "cell_ms": 0.1, "ratio": 3.0},
+        {"problem": "q", "solver": "a", "cell_ms": 2.0, "ratio": 1.1},
+    ]
+    (check,) = overhead.checks(rows)
+    assert check.passed is True and "1/1 rows" in check.measured
+    rows[1]["ratio"] = 1.3
+    assert overhead.checks(rows)[0].passed is False
+
+
+def test_exact_gradient_matches_a_tight_implicit_solve():
+    problem = conv(4, 4, 2)
+    exact = gradients.exact_gradient(problem)
+    p64 = problem.to(torch.device("cpu"), torch.float64)
+    deq = eq.DEQ(p64.cell, "anderson", tol=1e-12, max_iter=500, backward=eq.Implicit())
+    p64.loss(deq(p64.x)).backward()
+    torch.testing.assert_close(p64.parameter_gradient(), exact, rtol=1e-7, atol=1e-10)
+
+
+def test_gradients_part_ranks_the_strategies_by_accuracy(config):
+    settings = gradients.Settings(problems=(tiny_tanh,), repeats=1, warmup=0)
+    section = gradients.run(config, settings)
+    rows = {r["strategy"]: r for r in section.table("Gradient strategies").rows}
+    assert rows["implicit"]["cosine"] > 0.9999
+    assert rows["implicit"]["cosine"] > rows["one-step"]["cosine"]
+    assert rows["implicit"]["relative"] == 1.0
+    sweep = section.table("Implicit gradient against the solve tolerance").rows
+    assert sweep[-1]["gap"] < sweep[0]["gap"]  # tighter solves, closer to exact
+    assert all(c.passed for c in section.checks)
+
+
+# ---------------------------------------------------------------- docs
+
+
+def test_docs_are_generated_from_the_report(tmp_path):
+    section = Section("demo", "Demo part", settings={"wall time": "90 s"})
+    table = Table("Numbers", [Column("x", "x", ".1f")])
+    table.add(x=2.5)
+    section.tables.append(table)
+    section.checks.append(Check("x small", "x = 2.5", False))
+    report = Report(environment={"CPU": "Some CPU model"}, command="python -m benchmarks demo")
+    report.sections.append(section)
+    text = render_docs(report, tmp_path, tmp_path / "docs" / "performance.md")
+    assert text.startswith("## Performance")
+    assert "| CPU | Some CPU model |" in text
+    assert "| 2.5 |" in text
+    assert "x small: **NOT met** (x = 2.5)" in text
+    assert "about 2 min" in text
