@@ -59,10 +59,15 @@ def run(selected: list[Part], config: BenchConfig, command: str) -> Report:
             section = part.run(config)
             section.settings["wall time"] = f"{time.perf_counter() - started:.0f} s"
         report.sections.append(section)
+        write(report, config.out)  # after every part, so a run cut short keeps what it did
     report.environment["load average at end (1, 5, 15 min)"] = load_average()
-    (config.out / "report.md").write_text(report.to_markdown())
-    (config.out / "report.json").write_text(report.to_json())
+    write(report, config.out)
     return report
+
+
+def write(report: Report, out: Path) -> None:
+    (out / "report.md").write_text(report.to_markdown())
+    (out / "report.json").write_text(report.to_json())
 
 
 def main(argv: list[str] | None = None) -> int:

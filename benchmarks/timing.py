@@ -89,3 +89,22 @@ def interleaved(
         if gc_was_enabled:
             gc.enable()
     return Timings(samples)
+
+
+class Stopwatch:
+    """Adds up the time spent inside `with stopwatch:` blocks, device work included."""
+
+    def __init__(self, device: torch.device = CPU, clock: Clock = time.perf_counter) -> None:
+        self.device = device
+        self.clock = clock
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        synchronize(self.device)
+        self._start = self.clock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds += self.clock() - self._start

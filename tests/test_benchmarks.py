@@ -183,6 +183,8 @@ def test_solvers_part_counts_match_independent_solves(config):
     assert abs(int(picard["nfe_fwd_text"].split()[0]) - int(picard["peer_nfe_fwd_text"])) <= 1
     times = section.table("Time and peak memory")
     assert all(r["step_ms"] > 0 and r["peer_step_ms"] > 0 for r in times.rows)
+    # the bare cell work of our step can never take longer than our step
+    assert all(r["floor_ratio"] <= r["step_ratio"] for r in times.rows)
     markdown = section.to_markdown()
     assert f"| {picard['nfe_fwd_text']} |" in markdown
     assert [c.passed for c in section.checks][0] is True  # gradients agree
@@ -231,6 +233,7 @@ def test_overhead_part_ratio_is_solve_time_over_nfe_bare_calls(config):
     # one round: the ratio is exactly solve time / (NFE x the per-call bare time)
     assert row["ratio"] == pytest.approx(row["solve_ms"] / (row["cell_ms"] * row["nfe"]))
     assert 0 < row["outside"] < 1
+    assert row["cell_us"] > 0 and row["step_us"] > 0 and row["loop_us"] > 0
     assert section.checks[0].passed is None  # no cell here costs >= 1 ms
 
 

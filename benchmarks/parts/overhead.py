@@ -9,18 +9,21 @@ step spent outside the cell (solver arithmetic, bookkeeping, Python).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 import equilibria as eq
 
+from ..bare import bare_forward, bare_step
 from ..config import BenchConfig
 from ..problems import Problem, conv, slow_tanh
 from ..registry import register
 from ..report import Check, Column, Section, Table
-from ..timing import interleaved
+from ..timing import Stopwatch, interleaved
 
 RATIO_TARGET = 1.15
 EXPENSIVE_CELL_MS = 1.0  # the ratio target applies to cells costing at least this much
@@ -58,34 +61,48 @@ class Settings:
         )
 
 
-def bare_forward(problem: Problem, calls: int) -> Callable[[], torch.Tensor]:
-    """`calls` cell applications z <- f(z) without autograd: the forward solve's cell work."""
+class TimedSolver(eq.Solver):
+    """A solver whose `step` calls add up on a stopwatch (evaluations inside `step` included)."""
 
-    def run() -> torch.Tensor:
-        with torch.no_grad():
-            z = problem.z0()
-            for _ in range(calls):
-                z = problem.f(z)
-        return z
+    def __init__(self, inner: eq.Solver, watch: Stopwatch) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.watch = watch
 
-    return run
+    def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> Any:
+        return self.inner.init(z, fz, g)
+
+    def step(self, f: Any, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor, state: Any) -> Any:
+        with self.watch:
+            return self.inner.step(f, z, fz, g, state)
 
 
-def bare_step(problem: Problem, forward_nfe: int, backward_nfe: int) -> Callable[[], None]:
-    """The cell work of an implicit training step with the given NFE, and nothing else."""
-    forward = bare_forward(problem, forward_nfe)
+def breakdown(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> dict:
+    """Median time per evaluation in the cell, in the solver's step and in the shared loop."""
+    samples: dict[str, list[float]] = {"cell": [], "step": [], "loop": []}
+    device, clock = config.torch_device, config.clock
+    for _ in range(s.repeats):
+        total, in_cell, in_step = (Stopwatch(device, clock) for _ in range(3))
+        timed = TimedSolver(eq.make_solver(solver), in_step)
 
-    def run() -> None:
-        problem.zero_grad()
-        z = forward().requires_grad_()
-        fz = problem.f(z)
-        y = problem.upstream
-        for _ in range(backward_nfe):
-            (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
-            y = vjp + problem.upstream
-        fz.backward(y)
+        def f(z: torch.Tensor, in_cell: Stopwatch = in_cell) -> torch.Tensor:
+            with in_cell:
+                return problem.f(z)
 
-    return run
+        with torch.no_grad(), total:
+            nfe = eq.solve(
+                f,
+                problem.z0(),
+                timed,
+                tol=s.tol,
+                max_iter=s.max_iter,
+                stop_mode=s.stop_mode,
+                on_failure="ignore",
+            ).nfe
+        samples["cell"].append(in_cell.seconds / nfe)
+        samples["step"].append(in_step.seconds / nfe)
+        samples["loop"].append((total.seconds - in_cell.seconds - in_step.seconds) / nfe)
+    return {f"{key}_us": statistics.median(v) * 1e6 for key, v in samples.items()}
 
 
 def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> dict:
@@ -129,6 +146,7 @@ def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> 
         "step_ms": training.median("step") * 1e3,
         "step_ratio": training.ratio("step", "bare"),
         "outside": 1.0 - 1.0 / training.ratio("step", "bare"),
+        **breakdown(problem, solver, s, config),
     }
 
 
@@ -141,6 +159,9 @@ COLUMNS = [
     Column("ratio", "overhead ratio", ".3f"),
     Column("per_iteration_us", "overhead per evaluation us", ".0f"),
     Column("per_entry_ns", "same, ns per state entry", ".2f"),
+    Column("cell_us", "per evaluation: cell us", ".0f"),
+    Column("step_us", "solver step us", ".0f"),
+    Column("loop_us", "shared loop us", ".0f"),
     Column("step_nfe", "step NFE fwd+bwd"),
     Column("step_ms", "training step ms", ".2f"),
     Column("step_ratio", "step / bare cell work", ".3f"),
@@ -183,7 +204,9 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
             "application with autograd, the same number of vector-Jacobian products and the "
             "final backward pass). The overhead per evaluation is (solve - bare) / NFE; divided "
             "by the number of state entries (batch x features) it tells how much work per "
-            "entry a cell must do for a given ratio."
+            "entry a cell must do for a given ratio. The last three columns split an "
+            "instrumented solve per evaluation into the cell, the solver's own step and the "
+            "loop every solver shares (residuals, best iterate, stopping checks)."
         ),
         settings={
             "tolerance": f"{s.stop_mode} {s.tol:g} (forward and backward)",
@@ -199,7 +222,22 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
             table.add(**measure(problem, solver, s, config))
     section.tables.append(table)
     section.checks += checks(table.rows)
+    section.notes.append(per_entry_note(table.rows))
     return section
+
+
+def per_entry_note(rows: list[dict]) -> str:
+    """The overhead per state entry of each solver, and the cell work it takes to hide it."""
+    parts = []
+    for solver in dict.fromkeys(r["solver"] for r in rows):
+        values = sorted(r["per_entry_ns"] for r in rows if r["solver"] == solver)
+        median = values[len(values) // 2]
+        need = median / (RATIO_TARGET - 1)
+        parts.append(
+            f"{solver} {median:.2f} ns per state entry per evaluation (median over sizes; a "
+            f"cell must spend >= {need:.0f} ns per entry for a ratio <= {RATIO_TARGET})"
+        )
+    return "Solver overhead: " + "; ".join(parts) + "."
 
 
 register("overhead", "Solver overhead against the cell's own cost", order=30)(run)
