@@ -73,6 +73,7 @@ def iterate(
     status = Status.MAX_ITER
     iteration = 0
     progress = torch.ones((), dtype=torch.bool, device=z.device)
+    improved = torch.ones((), dtype=torch.bool, device=z.device)  # samples where z beat best
     while True:
         converged = best <= tol
         active = ~converged
@@ -84,9 +85,13 @@ def iterate(
                 (res < math.inf).all(),
                 ((abs_res > divergence_bound) & active).any(),
                 progress.any(),
+                improved.all(),
             ]
         ).tolist()  # the loop's one synchronization per iteration
-        all_converged, finite, diverged, progressed = flags
+        all_converged, finite, diverged, progressed, all_improved = flags
+        # each sample's best iterate: z where it improved; when every sample did (the usual
+        # case) that is z itself, which saves a pass over the state
+        best_z = z if all_improved else torch.where(improved.unsqueeze(1), z, best_z)
         nonfinite = not finite
         stalled = 0 if progressed else stalled + 1
         if nonfinite:
@@ -121,12 +126,10 @@ def iterate(
         abs_trace.append(abs_res)
         rel_trace.append(rel_res)
         iteration += 1
-        better = res < best
+        improved = res < best
         progress = (res < best * (1 - PROGRESS_FRACTION)) & active
-        keep = better.unsqueeze(1)
-        best_z = torch.where(keep, z, best_z)
-        best_abs = torch.where(better, abs_res, best_abs)
-        best_rel = torch.where(better, rel_res, best_rel)
+        best_abs = torch.where(improved, abs_res, best_abs)
+        best_rel = torch.where(improved, rel_res, best_rel)
         best = best_rel if stop_mode == "rel" else best_abs
     return LoopResult(
         z=best_z,
