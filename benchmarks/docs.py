@@ -1,8 +1,16 @@
-"""The README's performance section, generated from a benchmark report."""
+"""The README's performance section, generated from a benchmark report.
+
+    python -m benchmarks.docs [REPORT_DIR] [DOCS_PATH]
+
+rewrites DOCS_PATH (default docs/performance.md) from REPORT_DIR/report.json (default
+results/bench) without running anything; `python -m benchmarks --docs PATH` does the same at
+the end of a run.
+"""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from .report import Report
@@ -19,9 +27,10 @@ Every performance figure below comes from one command, which runs the benchmark 
 ```
 
 The comparison with TorchDEQ needs the `bench` extra (`pip install -e '.[bench]'`, which adds
-torchdeq==0.1.0); without it those columns are skipped with a note. Times on a shared machine are
-medians of interleaved runs, and comparisons are medians of per-round ratios, so they are more
-trustworthy than the absolute milliseconds."""
+torchdeq==0.1.0); without it those columns are skipped with a note. The machine below is shared
+with other jobs, so times are medians of interleaved runs, comparisons are medians of per-round
+ratios, and with one CPU thread the clock is the thread's CPU time (time spent waiting for a
+core is not counted); the ratios are more trustworthy than the absolute milliseconds."""
 
 
 def render_docs(report: Report, out: Path, docs_path: Path) -> str:
@@ -50,3 +59,22 @@ def render_docs(report: Report, out: Path, docs_path: Path) -> str:
             figure.path = f"img/bench-{figure.path}"
         parts.append(section.to_markdown(level=3))
     return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else Path("results/bench")
+    docs_path = Path(args[1]) if len(args) > 1 else Path("docs/performance.md")
+    source = out / "report.json"
+    if not source.exists():
+        print(f"error: {source} does not exist; run python -m benchmarks first", file=sys.stderr)
+        return 2
+    report = Report.from_json(source.read_text())
+    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    docs_path.write_text(render_docs(report, out, docs_path))
+    print(f"wrote {docs_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -38,6 +39,26 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def git_commit() -> str:
+    """The checked-out commit of this repository (with "+ local changes" when dirty)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit} + local changes" if dirty else commit
+
+
 def describe(config: BenchConfig) -> dict[str, str]:
     """Machine, versions and settings, as the report's header table shows them."""
     env = {
@@ -53,7 +74,7 @@ def describe(config: BenchConfig) -> dict[str, str]:
         {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "equilibria": package_version("equilibria"),
+            "equilibria": f"{package_version('equilibria')} (commit {git_commit()})",
             "torchdeq": package_version("torchdeq"),
             "CPU threads (torch)": str(torch.get_num_threads()),
             "clock": {

@@ -140,3 +140,27 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        """The report `to_json` wrote."""
+        data = json.loads(text)
+        sections = []
+        for s in data["sections"]:
+            tables = [
+                Table(t["title"], [Column(**c) for c in t["columns"]], t["rows"])
+                for t in s["tables"]
+            ]
+            sections.append(
+                Section(
+                    name=s["name"],
+                    title=s["title"],
+                    summary=s["summary"],
+                    settings=s["settings"],
+                    tables=tables,
+                    checks=[Check(**c) for c in s["checks"]],
+                    figures=[Figure(**f) for f in s["figures"]],
+                    notes=s["notes"],
+                )
+            )
+        return cls(data["environment"], data["command"], sections)

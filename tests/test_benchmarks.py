@@ -286,3 +286,6 @@ def test_docs_are_generated_from_the_report(tmp_path):
     assert "| 2.5 |" in text
     assert "x small: **NOT met** (x = 2.5)" in text
     assert "about 2 min" in text
+    # the docs can be rewritten later from the saved report alone
+    again = Report.from_json(report.to_json())
+    assert again.to_markdown() == report.to_markdown()
