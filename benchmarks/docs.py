@@ -26,6 +26,11 @@ Every performance figure below comes from one command, which runs the benchmark 
 .venv/bin/python -m benchmarks --docs docs/performance.md  # also rewrite this section
 ```
 
+The parts: `solvers` (against TorchDEQ 0.1.0), `memory` (training memory against depth),
+`overhead` (solver cost against the cell's own cost) and `gradients` (implicit, phantom and
+one-step gradients); `python -m benchmarks --list` prints them. A part that needs a model joins
+the suite as one more module in `benchmarks/parts/` that registers itself.
+
 The comparison with TorchDEQ needs the `bench` extra (`pip install -e '.[bench]'`, which adds
 torchdeq==0.1.0); without it those columns are skipped with a note. The machine below is shared
 with other jobs, so times are medians of interleaved runs, comparisons are medians of per-round
