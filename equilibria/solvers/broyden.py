@@ -60,7 +60,7 @@ class Broyden(Solver):
         max_backtracks: trials after the full step when `line_search` is on.
     """
 
-    memory: int = 20
+    memory: int = 30
     line_search: bool = False
     max_backtracks: int = 3
     name: ClassVar[str] = "broyden"
