@@ -1,0 +1,156 @@
+"""`equilibria eval CHECKPOINT`: test a trained model with any solver, tolerance and budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ConfigError
+from ..data import load_data
+from ..errors import check_choice
+from ..extras import require
+from ..models import build_model
+from ..solvers import SOLVERS
+from ..training import distributed
+from ..training.analysis import elastic_sweep
+from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore_model
+from ..training.engine import evaluate
+from ..training.metrics import write_json
+from ..training.plots import plot_accuracy_vs_nfe
+
+
+def _caps(text: str) -> list[int]:
+    try:
+        caps = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--sweep takes iteration caps separated by commas (e.g. 1,2,4,8), got {text!r}"
+        ) from None
+    if not caps or min(caps) < 1:
+        raise argparse.ArgumentTypeError(f"--sweep caps must be integers >= 1, got {text!r}")
+    return caps
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a tolerance >= 0, got {text!r}")
+    return value
+
+
+def _solver(text: str) -> str:
+    try:
+        return check_choice("--solver", text, SOLVERS)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="evaluate a checkpoint, at any solver setting or over a sweep of budgets",
+        description=(
+            "Evaluate a trained model. Without options the solver settings of its config (eval "
+            "mode) are used; --solver, --tol and --max-iter change them, and --sweep evaluates "
+            "at several iteration caps (accuracy against compute)."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="a run folder or checkpoint file")
+    parser.add_argument("--solver", type=_solver, help=f"one of {', '.join(SOLVERS)}")
+    parser.add_argument("--tol", type=_tolerance, help="solver tolerance")
+    parser.add_argument("--max-iter", type=_positive_int, help="iteration cap")
+    parser.add_argument("--sweep", type=_caps, metavar="CAPS", help="caps, e.g. 1,2,4,8,16")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--batch-size", type=_positive_int, help="evaluation batch size")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--data-dir", help="folder with the data files")
+    parser.add_argument("--out", type=Path, help="write eval.json (and the sweep plot) here")
+    parser.set_defaults(run=run)
+
+
+def _stored_config(path: Path, checkpoint: dict, args: argparse.Namespace) -> Config:
+    try:
+        config = Config.from_dict(checkpoint["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    overrides = []
+    if args.device:
+        overrides.append(f"run.device={args.device}")
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    return config.override(overrides)
+
+
+def _row(label: str, result: dict[str, Any]) -> str:
+    text = f"{label:<22} accuracy {100 * result['accuracy']:6.2f}%  loss {result['loss']:.4f}"
+    if result.get("forward_nfe") is not None:
+        text += (
+            f"  mean NFE {result['forward_nfe']:5.1f}  residual {result['residual']:.2e}"
+            f"  converged {100 * result['converged']:5.1f}%"
+        )
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    path = find_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(path)
+    config = _stored_config(path, checkpoint, args)
+    solving = {"solver": args.solver, "tol": args.tol, "max_iter": args.max_iter}
+    solving = {k: v for k, v in solving.items() if v is not None}
+    if config.model.arch != "mdeq" and (solving or args.sweep):
+        raise ConfigError(
+            f"{path} holds an explicit {config.model.arch}, which runs no solver; --solver, "
+            "--tol, --max-iter and --sweep apply to equilibrium models only"
+        )
+    if args.sweep and args.max_iter:
+        raise ConfigError("--sweep sets the iteration caps itself; drop --max-iter")
+    if config.data.dataset == "digits":
+        require("sklearn", "the digits data set")
+    if args.out and args.sweep:
+        require("matplotlib", "the accuracy-vs-NFE plot")
+    runtime = distributed.start(config.run.device)
+    try:
+        data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
+        model = build_model(config, data.shape, data.classes)
+        restore_model(model, checkpoint["model"], str(path))
+        model.to(runtime.device)
+        batch_size = args.batch_size or config.data.eval_batch_size
+        split = data.test if args.split == "test" else data.train
+        common = dict(batch_size=batch_size, precision=config.run.precision)
+        if args.sweep:
+            rows = elastic_sweep(
+                model, data, runtime, args.sweep, solver=args.solver, tol=args.tol, **common
+            )
+        else:
+            rows = [evaluate(model, data, split, runtime, **common, **solving)]
+    finally:
+        distributed.stop(runtime)
+    if not runtime.is_main:
+        return 0
+    settings = ", ".join(f"{k}={v}" for k, v in solving.items()) or "the config's eval settings"
+    print(f"{path} on {data.name} {args.split if not args.sweep else 'test'} ({settings}):")
+    for row in rows:
+        label = f"max_iter {row['max_iter']}" if "max_iter" in row else args.split
+        print("  " + _row(label, row))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "eval.json", {"checkpoint": str(path), **solving, "results": rows})
+        if args.sweep:
+            solver = args.solver or config.deq.eval_solver or config.deq.solver
+            plot_accuracy_vs_nfe({solver: rows}, args.out / "accuracy_vs_nfe.png")
+        print(f"wrote {args.out / 'eval.json'}")
+    return 0

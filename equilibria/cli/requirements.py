@@ -1,0 +1,17 @@
+"""The optional packages a command needs, checked before any work starts."""
+
+from __future__ import annotations
+
+from ..extras import require
+
+TRAIN_PACKAGES = {
+    "tqdm": "progress bars",
+    "matplotlib": "the plots of a run",
+    "sklearn": "the digits data set",
+}
+
+
+def check_packages(packages: dict[str, str] = TRAIN_PACKAGES) -> None:
+    """Raise MissingExtraError (naming `pip install "equilibria[train]"`) for the first missing."""
+    for module, purpose in packages.items():
+        require(module, f"equilibria's command line ({purpose})")

@@ -1,0 +1,137 @@
+"""`equilibria train`: train a model from the defaults, a config file and `key=value` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import Config, ConfigError, describe_keys
+from ..training import distributed
+from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from ..training.run import train
+from .requirements import check_packages
+
+# keys that may change when a run is resumed: none of them changes what is computed
+RESUMABLE = (
+    "run.device",
+    "run.threads",
+    "run.progress",
+    "run.sweep",
+    "run.trace_iters",
+    "data.data_dir",
+    "data.download",
+    "data.eval_batch_size",
+)
+OUTPUTS = (
+    "config.json, metrics.jsonl, checkpoint.pt, curves.png, residuals.png, "
+    "accuracy_vs_nfe.png, summary.json"
+)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model (default: the multiscale DEQ on digits)",
+        description=(
+            "Train an image classifier. Settings come from the defaults, then --config, then "
+            "KEY=VALUE overrides (section.key, or a key only one section has), e.g. "
+            "'equilibria train epochs=5 data.dataset=mnist'. List every key with --show-keys."
+        ),
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--config", type=Path, help="a .json or .toml config file")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/DATASET-MODEL-TIME)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue the run in this folder (or checkpoint file)",
+    )
+    parser.add_argument("--device", help="same as run.device=...")
+    parser.add_argument("--data-dir", help="same as data.data_dir=...")
+    parser.add_argument("--show-keys", action="store_true", help="list every config key and exit")
+    parser.set_defaults(run=run)
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    flags = []
+    if args.device is not None:
+        flags.append(f"run.device={args.device}")
+    if args.data_dir is not None:
+        flags.append(f"data.data_dir={args.data_dir}")
+    return flags
+
+
+def resumed_config(args: argparse.Namespace) -> tuple[Config, dict, Path]:
+    """The config, checkpoint contents and output folder of a resumed run."""
+    if args.config is not None:
+        raise ConfigError(
+            "--config cannot be combined with --resume: a resumed run keeps its config"
+        )
+    path = find_checkpoint(args.resume)
+    checkpoint = load_checkpoint(path)
+    try:
+        stored = Config.from_dict(checkpoint["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    config = stored.override(args.overrides + flag_overrides(args))
+    fixed = [key for key in stored.changed_keys(config) if key not in RESUMABLE]
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot change when resuming (the run would no longer be the "
+            f"same run); keys that may change: {', '.join(RESUMABLE)}"
+        )
+    return config, checkpoint, Path(args.out) if args.out else path.parent
+
+
+def default_out(config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.data.dataset}-{config.model.arch}-{stamp}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.show_keys:
+        print(describe_keys())
+        return 0
+    checkpoint = None
+    if args.resume is not None:
+        config, checkpoint, out = resumed_config(args)
+        if checkpoint["progress"].finished:
+            print(
+                f"the run in {out} already finished its {config.optim.epochs} epochs; "
+                f"see {out / 'summary.json'}"
+            )
+            return 0
+    else:
+        config = Config.load(args.config) if args.config else Config()
+        config = config.override(args.overrides + flag_overrides(args))
+        out = args.out or default_out(config)
+    check_packages()
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    runtime = distributed.start(config.run.device)
+    try:
+        result = train(config, out, runtime, checkpoint=checkpoint)
+    finally:
+        distributed.stop(runtime)
+    if not runtime.is_main:
+        return 130 if result.status == "interrupted" else 0
+    if result.status == "interrupted":
+        print(
+            f"stopped by {result.signal}: checkpoint saved to {result.checkpoint}; continue with "
+            f"'equilibria train --resume {result.out}'",
+            file=sys.stderr,
+        )
+        return 130
+    s = result.summary
+    nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
+    print(
+        f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, trained in "
+        f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all); wrote {OUTPUTS} "
+        f"to {result.out}"
+    )
+    return 0

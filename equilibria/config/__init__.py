@@ -1,0 +1,25 @@
+"""Typed, validated training configuration: five sections, files plus `key=value` overrides.
+
+An unknown or misspelt key, a value of the wrong type or one out of range is a `ConfigError`
+that names the key and what is valid.
+"""
+
+from .config import Config, all_keys, describe_keys, read_file, resolve_key
+from .fields import ConfigError, Section
+from .schema import SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
+
+__all__ = [
+    "SECTIONS",
+    "Config",
+    "ConfigError",
+    "DEQConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "Section",
+    "all_keys",
+    "describe_keys",
+    "read_file",
+    "resolve_key",
+]

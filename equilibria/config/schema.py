@@ -1,0 +1,145 @@
+"""The training config: five typed sections, every key with a default, help text and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..backward import BACKWARDS
+from ..solvers import SOLVERS
+from .fields import ConfigError, Section, option
+
+MODELS = ("mdeq", "resnet")
+DATASETS = ("digits", "mnist", "mnist-t10k", "cifar10")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+STOP_MODES = ("rel", "abs")
+TRAIN_BACKWARDS = tuple(name for name in BACKWARDS if name != "unrolled")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    name: ClassVar[str] = "model"
+
+    arch: str = option(
+        "mdeq", "mdeq (the multiscale DEQ) or resnet (an explicit baseline)", choices=MODELS
+    )
+    channels: tuple[int, ...] = option(
+        (24, 24), "channels per resolution branch, highest resolution first", minimum=1
+    )
+    expansion: int = option(4, "hidden channels of a branch block, as a multiple", minimum=1)
+    groups: int = option(4, "GroupNorm groups (must divide every channel count)", minimum=1)
+    dropout: float = option(
+        0.0, "variational dropout rate (one mask per solve)", minimum=0.0, maximum=0.9
+    )
+    weight_norm: bool = option(True, "weight normalization of the cell's convolutions")
+    head_channels: int = option(64, "channels of the classification head", minimum=1)
+    resnet_blocks: int = option(2, "resnet only: residual blocks per resolution stage", minimum=1)
+
+    def check(self) -> None:
+        bad = sorted({c for c in self.channels if c % self.groups})
+        if bad:
+            raise ConfigError(
+                f"model.groups={self.groups} must divide every entry of model.channels "
+                f"{list(self.channels)}, but {', '.join(map(str, bad))} is not a multiple of it"
+            )
+        if not self.channels:
+            raise ConfigError("model.channels needs at least one entry (one per resolution)")
+
+
+@dataclass(frozen=True)
+class DEQConfig(Section):
+    name: ClassVar[str] = "deq"
+
+    solver: str = option("anderson", "forward solver", choices=tuple(SOLVERS))
+    tol: float = option(1e-3, "forward tolerance", minimum=0.0)
+    stop_mode: str = option("rel", "residual measure: rel or abs", choices=STOP_MODES)
+    max_iter: int = option(8, "forward iteration cap in training", minimum=1)
+    eval_solver: str | None = option(
+        None, "solver at test time (none: as solver)", choices=tuple(SOLVERS)
+    )
+    eval_tol: float | None = option(None, "tolerance at test time (none: as tol)", minimum=0.0)
+    eval_max_iter: int | None = option(
+        12, "iteration cap at test time (none: as max_iter)", minimum=1
+    )
+    backward: str = option(
+        "implicit", "gradient: implicit, phantom or onestep", choices=TRAIN_BACKWARDS
+    )
+    backward_tol: float | None = option(
+        None, "implicit only: adjoint tolerance (none: as tol)", minimum=0.0
+    )
+    backward_max_iter: int | None = option(
+        8, "implicit only: adjoint cap (none: as max_iter)", minimum=1
+    )
+    phantom_steps: int = option(5, "phantom only: damped unrolled steps", minimum=1)
+    phantom_tau: float = option(0.6, "phantom only: damping", above=0.0, maximum=1.0)
+    pretrain_steps: int = option(0, "training steps of unrolled pretraining first", minimum=0)
+    pretrain_depth: int = option(6, "cell applications in unrolled pretraining", minimum=1)
+    jacobian_gamma: float = option(0.0, "weight of the Jacobian penalty (0: off)", minimum=0.0)
+    jacobian_p: float = option(
+        1.0, "fraction of steps computing the penalty", minimum=0.0, maximum=1.0
+    )
+    iteration_jitter: int = option(
+        0, "training caps drawn from [max_iter - jitter, max_iter]", minimum=0
+    )
+
+    def check(self) -> None:
+        if self.iteration_jitter and self.iteration_jitter >= self.max_iter:
+            raise ConfigError(
+                f"deq.iteration_jitter={self.iteration_jitter} must be smaller than "
+                f"deq.max_iter={self.max_iter}"
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    name: ClassVar[str] = "data"
+
+    dataset: str = option("digits", "data set", choices=DATASETS)
+    data_dir: str = option("~/.cache/equilibria/data", "folder with (or for) data files")
+    download: bool = option(True, "download missing files when online")
+    batch_size: int = option(32, "training batch, over all processes together", minimum=1)
+    eval_batch_size: int = option(512, "test batch per process", minimum=1)
+    shift: int = option(1, "random translation in pixels in training (0: off)", minimum=0)
+    flip: bool = option(False, "random horizontal flips in training")
+
+
+@dataclass(frozen=True)
+class OptimConfig(Section):
+    name: ClassVar[str] = "optim"
+
+    optimizer: str = option("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
+    lr: float = option(3e-3, "peak learning rate", above=0.0)
+    weight_decay: float = option(0.0, "weight decay", minimum=0.0)
+    momentum: float = option(0.9, "sgd only: momentum", minimum=0.0, maximum=1.0)
+    epochs: int = option(20, "training epochs", minimum=1)
+    schedule: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs", minimum=0.0)
+    grad_clip: float = option(1.0, "clip the global gradient norm (0: off)", minimum=0.0)
+    label_smoothing: float = option(0.0, "label smoothing", minimum=0.0, maximum=0.5)
+
+
+@dataclass(frozen=True)
+class RunConfig(Section):
+    name: ClassVar[str] = "run"
+
+    seed: int = option(0, "seed of weights, data order, augmentation and dropout", minimum=0)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("fp32", "fp32, or bf16 autocast", choices=PRECISIONS)
+    threads: int = option(0, "CPU threads (0: torch's default)", minimum=0)
+    progress: bool = option(True, "progress bars")
+    sweep: tuple[int, ...] = option(
+        (1, 2, 3, 4, 6, 8, 12, 16, 24), "test-time iteration caps for accuracy vs NFE", minimum=1
+    )
+    trace_iters: int = option(40, "solver iterations of the residual-trace plot", minimum=1)
+
+    def check(self) -> None:
+        device = self.device
+        if device not in ("auto", "cpu", "cuda") and not (
+            device.startswith("cuda:") and device[5:].isdigit()
+        ):
+            raise ConfigError(f"run.device={device!r} is not valid; use auto, cpu, cuda or cuda:N")
+
+
+SECTIONS: tuple[type[Section], ...] = (ModelConfig, DEQConfig, DataConfig, OptimConfig, RunConfig)

@@ -1,0 +1,73 @@
+"""Image classifiers: the multiscale DEQ (`MDEQ`) and its explicit counterpart (`ResNet`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from ..backward import Implicit, Phantom, make_backward
+from ..stability import JacobianPenalty, Pretrain
+from .blocks import BranchBlock, ClassificationHead, MultiscaleFusion, Stem, branch_sizes
+from .mdeq import MDEQ, MDEQCell
+from .resnet import ResNet
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def deq_options(config: Config) -> dict:
+    """Keyword arguments of `eq.DEQ` for the [deq] section of a config."""
+    deq = config.deq
+    if deq.backward == "implicit":
+        backward = Implicit(tol=deq.backward_tol, max_iter=deq.backward_max_iter)
+    elif deq.backward == "phantom":
+        backward = Phantom(steps=deq.phantom_steps, tau=deq.phantom_tau)
+    else:
+        backward = make_backward(deq.backward)
+    options = dict(
+        solver=deq.solver,
+        tol=deq.tol,
+        max_iter=deq.max_iter,
+        stop_mode=deq.stop_mode,
+        backward=backward,
+        eval_solver=deq.eval_solver,
+        eval_tol=deq.eval_tol,
+        eval_max_iter=deq.eval_max_iter,
+        iteration_jitter=deq.iteration_jitter,
+        patience=None,
+    )
+    if deq.jacobian_gamma > 0:
+        options["jacobian_penalty"] = JacobianPenalty(gamma=deq.jacobian_gamma, p=deq.jacobian_p)
+    if deq.pretrain_steps > 0:
+        options["pretrain"] = Pretrain(depth=deq.pretrain_depth, steps=deq.pretrain_steps)
+    return options
+
+
+def build_model(config: Config, shape: tuple[int, int, int], classes: int) -> nn.Module:
+    """The model a config describes, for images of `shape` (channels, height, width)."""
+    m = config.model
+    common = dict(
+        channels=m.channels,
+        expansion=m.expansion,
+        groups=m.groups,
+        dropout=m.dropout,
+        head_channels=m.head_channels,
+    )
+    if m.arch == "resnet":
+        return ResNet(shape[0], classes, blocks=m.resnet_blocks, **common)
+    return MDEQ(shape[0], classes, weight_norm=m.weight_norm, **common, **deq_options(config))
+
+
+__all__ = [
+    "MDEQ",
+    "BranchBlock",
+    "ClassificationHead",
+    "MDEQCell",
+    "MultiscaleFusion",
+    "ResNet",
+    "Stem",
+    "branch_sizes",
+    "build_model",
+    "deq_options",
+]

@@ -1,0 +1,87 @@
+"""PNG figures of a run: training curves, residual per solver iteration, accuracy against NFE."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..extras import require
+
+
+def _pyplot() -> Any:
+    matplotlib = require("matplotlib", "the plots of a run")
+    matplotlib.use("Agg")
+    return require("matplotlib.pyplot", "the plots of a run")
+
+
+def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Loss, accuracy and forward NFE per epoch."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
+    columns = 3 if has_nfe else 2
+    figure, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.4))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["test_loss"] for r in history], label="test")
+    axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
+    axes[1].plot(epochs, [100 * r["train_accuracy"] for r in history], label="train")
+    axes[1].plot(epochs, [100 * r["test_accuracy"] for r in history], label="test")
+    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    if has_nfe:
+        axes[2].plot(epochs, [r["train_forward_nfe"] for r in history], label="train forward")
+        axes[2].plot(epochs, [r["train_backward_nfe"] for r in history], label="train backward")
+        axes[2].plot(epochs, [r["test_forward_nfe"] for r in history], label="test forward")
+        axes[2].set(xlabel="epoch", ylabel="evaluations per solve", title="NFE")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_residual_traces(traces: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> None:
+    """Relative residual (median and quartiles over test images) after each evaluation."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for solver, trace in traces.items():
+        steps = range(1, len(trace["median"]) + 1)
+        (line,) = axis.plot(steps, trace["median"], label=solver)
+        axis.fill_between(steps, trace["q25"], trace["q75"], color=line.get_color(), alpha=0.2)
+    axis.set(
+        xlabel="function evaluations",
+        ylabel="relative residual ||f(z) - z|| / ||f(z)||",
+        yscale="log",
+        title="residual vs solver iteration (test images)",
+    )
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_accuracy_vs_nfe(
+    sweeps: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *, title: str = ""
+) -> None:
+    """Test accuracy against the mean forward NFE spent, one line per labelled sweep."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for label, rows in sweeps.items():
+        axis.plot(
+            [r["forward_nfe"] for r in rows],
+            [100 * r["accuracy"] for r in rows],
+            marker="o",
+            label=label,
+        )
+    axis.set(
+        xlabel="mean forward NFE per test image",
+        ylabel="test accuracy (%)",
+        title=title or "accuracy vs inference compute",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

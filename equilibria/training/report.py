@@ -1,0 +1,108 @@
+"""After training: the elastic-inference sweep, residual traces, plots and `summary.json`."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import ImageData
+from .analysis import elastic_sweep, residual_traces
+from .distributed import Runtime
+from .metrics import write_json
+from .plots import plot_accuracy_vs_nfe, plot_residual_traces, plot_training_curves
+
+SUMMARY = "summary.json"
+
+
+def machine() -> dict[str, Any]:
+    """The machine a number was measured on."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average": [round(v, 2) for v in load] if load else None,
+    }
+
+
+def finalize(
+    config: Config,
+    data: ImageData,
+    model: nn.Module,
+    runtime: Runtime,
+    out: Path,
+    history: list[dict[str, Any]],
+    train_seconds: float,
+) -> dict[str, Any] | None:
+    """Sweep, trace, plot and write the summary; returns it on rank 0 (None elsewhere)."""
+    run = config.run
+    is_deq = getattr(model, "stats", None) is not None
+    sweep = (
+        elastic_sweep(
+            model,
+            data,
+            runtime,
+            run.sweep,
+            batch_size=config.data.eval_batch_size,
+            precision=run.precision,
+        )
+        if is_deq
+        else []
+    )
+    if not runtime.is_main:
+        return None
+    final = history[-1]
+    summary = {
+        "test_accuracy": final["test_accuracy"],
+        "test_loss": final["test_loss"],
+        "mean_forward_nfe": final.get("test_forward_nfe"),
+        "test_residual": final.get("test_residual"),
+        "test_converged": final.get("test_converged"),
+        "train_seconds": train_seconds,
+        "epochs": final["epoch"],
+        "steps": final["step"],
+        "train_accuracy": final["train_accuracy"],
+        "train_mean_forward_nfe": _mean(history, "train_forward_nfe"),
+        "train_mean_backward_nfe": _mean(history, "train_backward_nfe"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model": config.model.arch,
+        "dataset": data.name,
+        "data": data.description,
+        "train_samples": len(data.train),
+        "test_samples": len(data.test),
+        "world_size": runtime.world_size,
+        "device": str(runtime.device),
+        "machine": machine(),
+        "elastic": sweep,
+    }
+    plot_training_curves(history, out / "curves.png")
+    if is_deq:
+        traces = residual_traces(
+            model, data, runtime.device, run.trace_iters, precision=run.precision
+        )
+        summary["residual_traces"] = traces
+        plot_residual_traces(traces, out / "residuals.png")
+        deq = config.deq
+        tol = deq.tol if deq.eval_tol is None else deq.eval_tol
+        label = f"{deq.eval_solver or deq.solver}, tol {tol:g}"
+        plot_accuracy_vs_nfe(
+            {label: sweep},
+            out / "accuracy_vs_nfe.png",
+            title=f"{data.name}: one trained MDEQ, any test-time budget",
+        )
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _mean(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [row[key] for row in history if row.get(key) is not None]
+    return sum(values) / len(values) if values else None
