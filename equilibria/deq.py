@@ -218,7 +218,10 @@ class DEQ(nn.Module):
         max_iter: int | None = None,
         on_failure: str | None = None,
     ) -> State:
-        """The fixed point for input `x`; the keywords override the settings for this call."""
+        """The fixed point for input `x`; the keywords override the settings for this call.
+
+        While pretraining lasts (`pretrain=`), the output is that of the unrolled network instead.
+        """
         if self.check_input:
             check_finite(x if isinstance(x, (tuple, list)) else (x,), "the DEQ input")
         settings = self.settings.updated(
@@ -238,12 +241,11 @@ class DEQ(nn.Module):
         training = self.training and torch.is_grad_enabled()
         trajectory = Trajectory(layout) if training and self.correction else None
         solve_settings = self._solve_settings(settings, jitter)
-        stats = self.stats = self._solve(cell_of, z0, solve_settings, trajectory)
+        stats = self.stats = self._solve(cell_of, z0, layout, solve_settings, trajectory)
         z_star = layout.flatten(stats.forward.z)
         if not torch.is_grad_enabled():
             return layout.unflatten(flat_cell(z_star))
-        penalized = training and self.jacobian_penalty is not None and self.jacobian_penalty.draw()
-        probe = FirstApplication(flat_cell) if penalized else None
+        probe = FirstApplication(flat_cell) if training and self._penalty_drawn() else None
         out = layout.unflatten(
             self.backward.attach(probe or flat_cell, z_star, settings, stats.record_backward)
         )
@@ -264,6 +266,10 @@ class DEQ(nn.Module):
 
         return cell_of, flat_cell
 
+    def _penalty_drawn(self) -> bool:
+        """Whether this training call computes the Jacobian penalty."""
+        return self.jacobian_penalty is not None and self.jacobian_penalty.draw()
+
     def _solve_settings(self, settings: SolveSettings, jitter: bool) -> SolveSettings:
         """The forward solve's settings: in training, the cap jittered unless set for the call."""
         if not (self.training and jitter and self.iteration_jitter):
@@ -274,6 +280,7 @@ class DEQ(nn.Module):
         self,
         cell_of: Callable[[State], State],
         z0: State,
+        layout: StateLayout,
         settings: SolveSettings,
         trajectory: Trajectory | None,
     ) -> DEQStats:
@@ -287,7 +294,7 @@ class DEQ(nn.Module):
         stats = DEQStats(
             forward=solution,
             max_iter=settings.max_iter,
-            jacobian_loss=torch.zeros((), device=StateLayout.of(z0).device),
+            jacobian_loss=torch.zeros((), device=layout.device),
         )
         if not self.backward.differentiates_solver and self.backward.name != "implicit":
             stats.backward_nfe = 0
