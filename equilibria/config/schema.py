@@ -99,6 +99,9 @@ class DataConfig(Section):
     dataset: str = option("digits", "data set", choices=DATASETS)
     data_dir: str = option("~/.cache/equilibria/data", "folder with (or for) data files")
     download: bool = option(True, "download missing files when online")
+    train_samples: int | None = option(
+        None, "use only the first N training samples (none: all; for quick trials)", minimum=1
+    )
     batch_size: int = option(32, "training batch, over all processes together", minimum=1)
     eval_batch_size: int = option(512, "test batch per process", minimum=1)
     shift: int = option(1, "random translation in pixels in training (0: off)", minimum=0)

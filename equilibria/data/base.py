@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,15 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str
+
+    def with_train_samples(self, count: int | None) -> ImageData:
+        """A copy training on the first `count` training samples only (None: all of them).
+
+        The normalization stays that of the full training split, so results stay comparable."""
+        if count is None or count >= len(self.train):
+            return self
+        keep = torch.arange(len(self.train)) < count
+        return dataclasses.replace(self, train=self.train.subset(keep))
 
     @property
     def shape(self) -> tuple[int, int, int]:

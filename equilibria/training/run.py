@@ -55,6 +55,7 @@ def train(
             "or choose another --out"
         )
     data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
+    data = data.with_train_samples(config.data.train_samples)
     torch.manual_seed(config.run.seed)
     model = build_model(config, data.shape, data.classes)
     if runtime.is_main:

@@ -1,0 +1,86 @@
+"""The typed config: defaults, files, overrides, and errors that name the valid keys."""
+
+import json
+
+import pytest
+
+from equilibria.config import Config, ConfigError, all_keys, describe_keys, resolve_key
+
+
+def test_defaults_round_trip_through_a_dict_and_a_file(tmp_path):
+    config = Config()
+    assert Config.from_dict(config.to_dict()) == config
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert Config.load(path) == config
+    toml = tmp_path / "run.toml"
+    toml.write_text("[model]\nchannels = [8, 16]\n[optim]\nlr = 0.01\nepochs = 3\n")
+    loaded = Config.load(toml)
+    assert loaded.model.channels == (8, 16) and loaded.optim.lr == 0.01
+    assert loaded.optim.epochs == 3 and loaded.data == config.data
+
+
+def test_overrides_parse_to_the_declared_types():
+    config = Config().override(
+        ["lr=2e-3", "model.channels=8,16", "deq.eval_max_iter=none", "flip=yes", "epochs=3"]
+    )
+    assert config.optim.lr == 0.002 and isinstance(config.optim.lr, float)
+    assert config.model.channels == (8, 16)
+    assert config.deq.eval_max_iter is None
+    assert config.data.flip is True and config.optim.epochs == 3
+    assert Config().changed_keys(config) == [
+        "model.channels",
+        "deq.eval_max_iter",
+        "data.flip",
+        "optim.lr",
+        "optim.epochs",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.chanels=3", r"unknown config key 'model.chanels' \(did you mean 'model.channels'"),
+        ("modle.channels=3", r"no section 'modle' \(did you mean 'model'\?\); sections are model"),
+        ("lrr=1", r"unknown config key 'lrr' \(did you mean 'lr'\?\); valid keys are model.arch"),
+        ("lr=fast", r"optim.lr='fast' is not valid: expected a number"),
+        ("lr=0", r"optim.lr must be > 0.0"),
+        ("epochs=2.5", r"optim.epochs='2.5' is not valid: expected an integer"),
+        (
+            "optimizer=lbfgs",
+            r"optim.optimizer='lbfgs' is not valid; choose one of adam, adamw, sgd",
+        ),
+        ("deq.solver=newton", r"choose one of picard, anderson, broyden"),
+        ("weight_norm=maybe", r"model.weight_norm='maybe' is not valid: expected true/false"),
+        ("model.groups=5", r"model.groups=5 must divide every entry of model.channels"),
+        ("deq.iteration_jitter=8", r"must be smaller than deq.max_iter=8"),
+        ("device=gpu", r"run.device='gpu' is not valid; use auto, cpu, cuda or cuda:N"),
+        ("dropout=0.95", r"model.dropout must be <= 0.9"),
+        ("epochs", r"override 'epochs' is not of the form key=value"),
+    ],
+)
+def test_bad_overrides_are_errors_that_say_what_is_valid(override, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().override([override])
+
+
+def test_files_with_unknown_sections_or_keys_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key model.chanels .*valid keys in"):
+        Config.from_dict({"model": {"chanels": [4]}})
+    with pytest.raises(ConfigError, match="unknown config section 'optimiser'"):
+        Config.from_dict({"optimiser": {}})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        Config.load(bad)
+    with pytest.raises(ConfigError, match="must end in .json or .toml"):
+        Config.load(tmp_path / "x.yaml") if (tmp_path / "x.yaml").write_text("a") else None
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.load(tmp_path / "missing.json")
+
+
+def test_bare_keys_resolve_only_when_unambiguous():
+    assert resolve_key("lr") == ("optim", "lr")
+    assert resolve_key("deq.tol") == ("deq", "tol")
+    assert len(all_keys()) == len(set(all_keys()))
+    assert all(key in describe_keys() for key in ("channels", "eval_max_iter", "sweep"))
