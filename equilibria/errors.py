@@ -59,12 +59,9 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def check_fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """Return `value` if it lies in (0, 1] (or [0, 1] with `allow_zero`), else raise."""
-    low_ok = (value >= 0) if allow_zero else (value > 0)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (low_ok and value <= 1)
-    ):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    low_ok = number and ((value >= 0) if allow_zero else (value > 0))
+    if not (low_ok and value <= 1):
         interval = "[0, 1]" if allow_zero else "(0, 1]"
         raise ValueError(f"{name} must lie in {interval}, got {value!r}")
     return float(value)

@@ -133,6 +133,8 @@ def test_bad_settings_fail_immediately(kwargs, match):
         (lambda: eq.Anderson(beta=1.5), r"Anderson beta must lie in \(0, 1\]"),
         (lambda: eq.Anderson(reg=-1.0), "Anderson reg must be a number >= 0"),
         (lambda: eq.Picard(damping=0.0), r"Picard damping must lie in \(0, 1\]"),
+        (lambda: eq.Picard(damping="half"), r"Picard damping must lie in \(0, 1\], got 'half'"),
+        (lambda: eq.Anderson(beta=float("nan")), r"Anderson beta must lie in \(0, 1\]"),
         (lambda: eq.Broyden(memory=0), "Broyden memory must be an integer >= 1"),
         (lambda: eq.Phantom(steps=0), "Phantom steps must be an integer >= 1"),
         (lambda: eq.Phantom(tau=2.0), r"Phantom tau must lie in \(0, 1\]"),
