@@ -14,6 +14,7 @@ from .errors import (
     NotConvergedError,
     StateMismatchError,
 )
+from .neural import NeuralSolver, SolverTraining, fit_neural_solver
 from .solution import Solution, Status
 from .solve import SolveSettings, solve
 from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
@@ -73,4 +74,8 @@ __all__ = [
     "Pretrain",
     "jacobian_loss",
     "spectral_radius",
+    # learned solvers
+    "NeuralSolver",
+    "SolverTraining",
+    "fit_neural_solver",
 ]

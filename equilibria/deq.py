@@ -196,8 +196,16 @@ class DEQ(nn.Module):
         if self.pretrain is not None:
             self.pretrain_remaining.zero_()
 
-    def initial_state(self, x: Any) -> State:
-        """`cell.init_state(x)` when the cell defines it, else zeros like `x`."""
+    def initial_state(self, x: Any, solver: Solver | None = None) -> State:
+        """The start of the solve when no z0 is given.
+
+        A learned initial guess when `solver` has one (`solver.initial_state(x)`, as a trained
+        `eq.NeuralSolver` does), else `cell.init_state(x)` when the cell defines it, else zeros
+        like `x`.
+        """
+        learned = getattr(solver, "initial_state", None)
+        if callable(learned):
+            return learned(x)
         init = getattr(self.cell, "init_state", None)
         if callable(init):
             return init(x)
@@ -227,7 +235,7 @@ class DEQ(nn.Module):
         settings = self.settings.updated(
             solver=solver, tol=tol, max_iter=max_iter, on_failure=on_failure
         )
-        z0 = self.initial_state(x) if z0 is None else z0
+        z0 = self.initial_state(x, settings.solver) if z0 is None else z0
         # normalized weights are computed once and dropout masks drawn once for the whole call
         with parametrizations_cached(self.cell), masks_held(self.cell):
             if self.pretraining:

@@ -66,8 +66,12 @@ def test_usable_wherever_a_solver_is_accepted():
     deq = tiny_deq()
     x = batches(1)[0]
     solver = NeuralSolver.for_model(x, deq.initial_state(x))
-    z = deq(x, z0=solver.initial_state(x), solver=solver)
+    z = deq(x, solver=solver)  # the learned initial guess is used when no z0 is given
     assert deq.stats.forward.solver == "neural" and deq.stats.converged.all()
+    first = deq.stats.forward.abs_trace[0]
+    expected = (deq.cell(solver.initial_state(x), x) - solver.initial_state(x)).norm(dim=1)
+    torch.testing.assert_close(first, expected.detach())
+    assert isinstance(eq.NeuralSolver, type) and eq.DEQ(deq.cell, solver=solver)
     z.sum().backward()
     sol = eq.solve(lambda v: deq.cell(v, x), solver.initial_state(x), solver, tol=1e-6)
     assert sol.status == eq.Status.CONVERGED
@@ -134,8 +138,12 @@ def test_bad_files_and_wrong_models_get_clear_errors(tmp_path):
         NeuralSolver.load(other)
     # trained for 16 features, used on a 24-feature DEQ
     wide = eq.DEQ(TanhCell(24), tol=1e-4)
-    with pytest.raises(eq.StateMismatchError, match=r"trained for states of per-sample shapes"):
+    with pytest.raises(
+        eq.StateMismatchError, match=r"built for inputs of per-sample shape \(16,\)"
+    ):
         wide(torch.randn(4, 24), solver=solver)
+    with pytest.raises(eq.StateMismatchError, match=r"trained for states of per-sample shapes"):
+        wide(torch.randn(4, 24), z0=torch.zeros(4, 24), solver=solver)
     with pytest.raises(eq.StateMismatchError, match=r"built for inputs of per-sample shape"):
         solver.initial_state(torch.randn(4, 24))
 

@@ -88,7 +88,7 @@ class MixingNetwork(nn.Module):
     correction reads its embedding next to the mean embedding, and the damping reads the mean.
     """
 
-    def __init__(self, m: int = 5, pooled: int = 8, hidden: int = 16) -> None:
+    def __init__(self, m: int = 5, pooled: int = 8, hidden: int = 8) -> None:
         super().__init__()
         self.m = m
         self.pooled = pooled

@@ -52,7 +52,7 @@ class NeuralSolver(nn.Module, Solver):
         *,
         m: int = 5,
         pooled: int = 8,
-        hidden: int = 16,
+        hidden: int = 8,
         safeguard: bool = True,
     ) -> None:
         nn.Module.__init__(self)
