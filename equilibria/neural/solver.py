@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import EquilibriaError, StateMismatchError, check_positive_int
+from ..solvers.anderson import Anderson
 from ..solvers.base import EvaluationBudget, Solver, Step
 from ..state import State, StateLayout
 from .initializer import Initializer
@@ -23,6 +24,8 @@ FORMAT = "equilibria.neural_solver/1"
 @dataclass
 class NeuralState:
     history: History
+    steps: int = 0
+    classical: Any = None  # the Anderson solver's state once the learned steps are used up
 
 
 class NeuralSolver(nn.Module, Solver):
@@ -33,13 +36,16 @@ class NeuralSolver(nn.Module, Solver):
     With `safeguard` on, a predicted step that would increase a sample's residual is replaced,
     for that sample, by the classical Anderson step when that one is better (costing one more
     evaluation on such steps), so a step never ends worse than both the current iterate and the
-    classical step.
+    classical step. After `learned_steps` steps the solve continues with the classical
+    `eq.Anderson` solver (same history length) from the current iterate, so a long solve is
+    never left to an update network that was only trained on short ones.
 
     Args:
         x_shape, state_shapes, structure: what the initializer maps (see `Initializer`).
         m: history length.
         pooled, hidden: sizes of the mixing network.
         safeguard: fall back to the classical step as described above.
+        learned_steps: steps that use the learned update (later ones are classical).
     """
 
     name: ClassVar[str] = "neural"
@@ -54,6 +60,7 @@ class NeuralSolver(nn.Module, Solver):
         pooled: int = 8,
         hidden: int = 8,
         safeguard: bool = True,
+        learned_steps: int = 12,
     ) -> None:
         nn.Module.__init__(self)
         self.config = dict(
@@ -63,6 +70,7 @@ class NeuralSolver(nn.Module, Solver):
             m=check_positive_int("NeuralSolver m", m, minimum=2),
             pooled=check_positive_int("NeuralSolver pooled", pooled),
             hidden=check_positive_int("NeuralSolver hidden", hidden),
+            learned_steps=check_positive_int("NeuralSolver learned_steps", learned_steps, 0),
         )
         self.safeguard = safeguard
         self.initializer = Initializer(x_shape, state_shapes, structure)
@@ -109,9 +117,14 @@ class NeuralSolver(nn.Module, Solver):
         g: torch.Tensor,
         state: NeuralState,
     ) -> Step:
+        if state.steps >= self.config["learned_steps"]:
+            fallback = Anderson(m=self.m)
+            classical = state.classical or fallback.init(z, fz, g)
+            step = fallback.step(f, z, fz, g, classical)
+            return Step(z=step.z, fz=step.fz, state=replace(state, classical=step.state))
         history = state.history.push(z, g)
+        state = NeuralState(history, state.steps + 1)
         z_next, _ = self.propose(history)
-        state = NeuralState(history)
         if not self.safeguard or f.remaining < 2:
             return Step(z=z_next, fz=None, state=state)
         fz_next = f(z_next)
