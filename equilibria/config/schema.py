@@ -33,8 +33,14 @@ class ModelConfig(Section):
     dropout: float = option(
         0.0, "variational dropout rate (one mask per solve)", minimum=0.0, maximum=0.9
     )
+    residual: bool = option(
+        False, "mdeq only: identity shortcut in the branch blocks (the paper's; slower solves)"
+    )
     weight_norm: bool = option(True, "weight normalization of the cell's convolutions")
     head_channels: int = option(64, "channels of the classification head", minimum=1)
+    head_grid: int = option(
+        4, "the head averages its map to a grid of this size (1: global average)", minimum=1
+    )
     resnet_blocks: int = option(2, "resnet only: residual blocks per resolution stage", minimum=1)
 
     def check(self) -> None:

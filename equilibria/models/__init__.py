@@ -53,10 +53,18 @@ def build_model(config: Config, shape: tuple[int, int, int], classes: int) -> nn
         groups=m.groups,
         dropout=m.dropout,
         head_channels=m.head_channels,
+        head_grid=m.head_grid,
     )
     if m.arch == "resnet":
         return ResNet(shape[0], classes, blocks=m.resnet_blocks, **common)
-    return MDEQ(shape[0], classes, weight_norm=m.weight_norm, **common, **deq_options(config))
+    return MDEQ(
+        shape[0],
+        classes,
+        residual=m.residual,
+        weight_norm=m.weight_norm,
+        **common,
+        **deq_options(config),
+    )
 
 
 __all__ = [

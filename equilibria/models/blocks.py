@@ -34,27 +34,38 @@ def branch_sizes(height: int, width: int, branches: int) -> list[tuple[int, int]
 
 
 class BranchBlock(nn.Module):
-    """The residual block of one resolution branch.
+    """The block of one resolution branch.
 
     z -> conv3x3 (widen) -> GroupNorm -> ReLU -> conv3x3 (back) -> variational dropout
-    -> (+ injection) -> GroupNorm -> (+ z) -> ReLU -> GroupNorm.
+    -> (+ injection) -> GroupNorm -> ReLU.
+
+    With `residual`, the input is added back before the ReLU and a third GroupNorm follows, as
+    in the NeurIPS 2020 block (... -> GroupNorm -> (+ z) -> ReLU -> GroupNorm). Inside an
+    equilibrium that shortcut keeps the map close to the identity, so solves converge far more
+    slowly; explicit networks (`ResNet`) use it, the DEQ cell does not by default.
     """
 
-    def __init__(self, channels: int, expansion: int, groups: int, dropout: float) -> None:
+    def __init__(
+        self, channels: int, expansion: int, groups: int, dropout: float, residual: bool = False
+    ) -> None:
         super().__init__()
         hidden = channels * expansion
+        self.residual = residual
         self.conv1 = conv3x3(channels, hidden)
         self.norm1 = group_norm(hidden, groups)
         self.conv2 = conv3x3(hidden, channels)
         self.dropout = VariationalDropout2d(dropout)
         self.norm2 = group_norm(channels, groups)
-        self.norm3 = group_norm(channels, groups)
+        self.norm3 = group_norm(channels, groups) if residual else None
 
     def forward(self, z: torch.Tensor, injection: torch.Tensor | None = None) -> torch.Tensor:
         out = self.dropout(self.conv2(F.relu(self.norm1(self.conv1(z)))))
         if injection is not None:
             out = out + injection
-        return self.norm3(F.relu(self.norm2(out) + z))
+        out = self.norm2(out)
+        if self.norm3 is None:
+            return F.relu(out)
+        return self.norm3(F.relu(out + z))
 
 
 class Upsample(nn.Module):
@@ -137,10 +148,13 @@ class ClassificationHead(nn.Module):
 
     Each branch is projected to `width` channels (1x1 conv, GroupNorm, ReLU); starting at the
     highest resolution, the running sum is brought down one level (strided 3x3 conv) and the next
-    branch's projection added; the lowest-resolution map is averaged over space and classified.
+    branch's projection added; the lowest-resolution map is averaged to `grid` x `grid` cells
+    (1: a global average) and classified by a linear layer.
     """
 
-    def __init__(self, channels: Sequence[int], width: int, classes: int, groups: int) -> None:
+    def __init__(
+        self, channels: Sequence[int], width: int, classes: int, groups: int, grid: int = 4
+    ) -> None:
         super().__init__()
         self.project = nn.ModuleList(
             nn.Sequential(conv1x1(c, width), group_norm(width, groups), nn.ReLU()) for c in channels
@@ -149,10 +163,11 @@ class ClassificationHead(nn.Module):
             nn.Sequential(conv3x3(width, width, stride=2), group_norm(width, groups), nn.ReLU())
             for _ in channels[1:]
         )
-        self.classify = nn.Linear(width, classes)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.classify = nn.Linear(width * grid * grid, classes)
 
     def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         y = self.project[0](states[0])
         for down, project, state in zip(self.down, self.project[1:], states[1:], strict=True):
             y = down(y) + project(state)
-        return self.classify(y.mean(dim=(2, 3)))
+        return self.classify(self.pool(y).flatten(1))

@@ -34,13 +34,14 @@ class MDEQCell(nn.Module):
         expansion: int = 4,
         groups: int = 4,
         dropout: float = 0.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.channels = tuple(check_positive_int("channels entry", c) for c in channels)
         if not self.channels:
             raise ValueError("channels needs at least one entry (one per resolution branch)")
         self.blocks = nn.ModuleList(
-            BranchBlock(c, expansion, groups, dropout) for c in self.channels
+            BranchBlock(c, expansion, groups, dropout, residual) for c in self.channels
         )
         self.fusion = MultiscaleFusion(self.channels, groups)
 
@@ -74,8 +75,10 @@ class MDEQ(nn.Module):
         expansion: hidden width of a branch block, as a multiple of its channels.
         groups: GroupNorm groups.
         dropout: variational dropout rate in the branch blocks (one mask per forward solve).
+        residual: the paper's identity shortcut in each branch block (see `BranchBlock`).
         weight_norm: weight-normalize every convolution of the cell (computed once per solve).
         head_channels: width of the classification head.
+        head_grid: the head pools its lowest-resolution map to head_grid x head_grid cells.
         solver, tol, max_iter, **deq_options: settings of the `eq.DEQ` layer (backward,
             eval_max_iter, jacobian_penalty, pretrain, ...). A solve that misses its tolerance
             is normal here (training runs at a small cap), so `on_failure` defaults to "ignore";
@@ -95,8 +98,10 @@ class MDEQ(nn.Module):
         expansion: int = 4,
         groups: int = 4,
         dropout: float = 0.0,
+        residual: bool = False,
         weight_norm: bool = True,
         head_channels: int = 64,
+        head_grid: int = 4,
         solver: str = "anderson",
         tol: float = 1e-3,
         max_iter: int = 8,
@@ -108,14 +113,17 @@ class MDEQ(nn.Module):
         check_positive_int("expansion", expansion)
         check_positive_int("groups", groups)
         check_positive_int("head_channels", head_channels)
+        check_positive_int("head_grid", head_grid)
         channels = tuple(channels)
         self.stem = Stem(in_channels, channels[0], groups) if channels else None
-        self.cell = MDEQCell(channels, expansion=expansion, groups=groups, dropout=dropout)
+        self.cell = MDEQCell(
+            channels, expansion=expansion, groups=groups, dropout=dropout, residual=residual
+        )
         if weight_norm:
             apply_weight_norm(self.cell)
         deq_options.setdefault("on_failure", "ignore")
         self.deq = DEQ(self.cell, solver, tol=tol, max_iter=max_iter, **deq_options)
-        self.head = ClassificationHead(channels, head_channels, classes, groups)
+        self.head = ClassificationHead(channels, head_channels, classes, groups, head_grid)
 
     @property
     def stats(self) -> DEQStats | None:

@@ -31,6 +31,7 @@ class ResNet(nn.Module):
         groups: int = 4,
         dropout: float = 0.0,
         head_channels: int = 64,
+        head_grid: int = 4,
     ) -> None:
         super().__init__()
         check_positive_int("blocks", blocks)
@@ -39,14 +40,16 @@ class ResNet(nn.Module):
             raise ValueError("channels needs at least one entry (one per resolution stage)")
         self.stem = Stem(in_channels, channels[0], groups)
         self.stages = nn.ModuleList(
-            nn.ModuleList(BranchBlock(c, expansion, groups, dropout) for _ in range(blocks))
+            nn.ModuleList(
+                BranchBlock(c, expansion, groups, dropout, residual=True) for _ in range(blocks)
+            )
             for c in channels
         )
         self.transitions = nn.ModuleList(
             Downsample(cin, cout, 1, groups)
             for cin, cout in zip(channels[:-1], channels[1:], strict=True)
         )
-        self.head = ClassificationHead(channels, head_channels, classes, groups)
+        self.head = ClassificationHead(channels, head_channels, classes, groups, head_grid)
 
     stats = None  # an explicit network runs no solver
 
