@@ -38,6 +38,9 @@ class ModelConfig(Section):
     )
     weight_norm: bool = option(True, "weight normalization of the cell's convolutions")
     head_channels: int = option(64, "channels of the classification head", minimum=1)
+    stem_stride: int = option(
+        1, "stride of the stem's first conv (2: solve at half the image resolution)", minimum=1
+    )
     head_grid: int = option(
         4, "the head averages its map to a grid of this size (1: global average)", minimum=1
     )

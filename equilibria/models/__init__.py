@@ -54,6 +54,7 @@ def build_model(config: Config, shape: tuple[int, int, int], classes: int) -> nn
         dropout=m.dropout,
         head_channels=m.head_channels,
         head_grid=m.head_grid,
+        stem_stride=m.stem_stride,
     )
     if m.arch == "resnet":
         return ResNet(shape[0], classes, blocks=m.resnet_blocks, **common)

@@ -131,11 +131,12 @@ class MultiscaleFusion(nn.Module):
 
 
 class Stem(nn.Sequential):
-    """Input images to the injection of the highest-resolution branch."""
+    """Input images to the injection of the highest-resolution branch (the first conv strided
+    by `stride`, so larger images can be solved at a lower resolution)."""
 
-    def __init__(self, cin: int, cout: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, groups: int, stride: int = 1) -> None:
         super().__init__(
-            conv3x3(cin, cout),
+            conv3x3(cin, cout, stride=stride),
             group_norm(cout, groups),
             nn.ReLU(),
             conv3x3(cout, cout),

@@ -79,6 +79,7 @@ class MDEQ(nn.Module):
         weight_norm: weight-normalize every convolution of the cell (computed once per solve).
         head_channels: width of the classification head.
         head_grid: the head pools its lowest-resolution map to head_grid x head_grid cells.
+        stem_stride: stride of the stem's first convolution (2 halves the solved resolution).
         solver, tol, max_iter, **deq_options: settings of the `eq.DEQ` layer (backward,
             eval_max_iter, jacobian_penalty, pretrain, ...). A solve that misses its tolerance
             is normal here (training runs at a small cap), so `on_failure` defaults to "ignore";
@@ -102,6 +103,7 @@ class MDEQ(nn.Module):
         weight_norm: bool = True,
         head_channels: int = 64,
         head_grid: int = 4,
+        stem_stride: int = 1,
         solver: str = "anderson",
         tol: float = 1e-3,
         max_iter: int = 8,
@@ -115,7 +117,8 @@ class MDEQ(nn.Module):
         check_positive_int("head_channels", head_channels)
         check_positive_int("head_grid", head_grid)
         channels = tuple(channels)
-        self.stem = Stem(in_channels, channels[0], groups) if channels else None
+        check_positive_int("stem_stride", stem_stride)
+        self.stem = Stem(in_channels, channels[0], groups, stem_stride) if channels else None
         self.cell = MDEQCell(
             channels, expansion=expansion, groups=groups, dropout=dropout, residual=residual
         )

@@ -32,13 +32,14 @@ class ResNet(nn.Module):
         dropout: float = 0.0,
         head_channels: int = 64,
         head_grid: int = 4,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         check_positive_int("blocks", blocks)
         channels = tuple(check_positive_int("channels entry", c) for c in channels)
         if not channels:
             raise ValueError("channels needs at least one entry (one per resolution stage)")
-        self.stem = Stem(in_channels, channels[0], groups)
+        self.stem = Stem(in_channels, channels[0], groups, stem_stride)
         self.stages = nn.ModuleList(
             nn.ModuleList(
                 BranchBlock(c, expansion, groups, dropout, residual=True) for _ in range(blocks)
