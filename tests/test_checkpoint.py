@@ -3,6 +3,10 @@
 import math
 import os
 import signal
+import subprocess
+import sys
+import time
+from subprocess import PIPE
 
 import pytest
 import torch
@@ -130,3 +134,37 @@ def test_weights_that_do_not_fit_the_model_are_listed():
         "unexpected: extra.weight" in message
         and "stem.0.weight (checkpoint (8, 1, 3, 3)" in message
     )
+
+
+def interrupt_when(process, condition, timeout: float = 120.0) -> tuple[str, str]:
+    """Send SIGINT to `process` once `condition()` holds; its output once it has exited."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=timeout)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_saves_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    train = [sys.executable, "-m", "equilibria", "train"]
+    first = subprocess.Popen(
+        [*train, "--out", str(out), *tiny("epochs=500")], stdout=PIPE, stderr=PIPE, text=True
+    )
+    _, stderr = interrupt_when(first, (out / "checkpoint.pt").exists)
+    assert first.returncode == 130, stderr
+    assert "stopped by SIGINT: checkpoint saved to" in stderr and "Traceback" not in stderr
+    stopped = load_checkpoint(out)["progress"]
+    assert stopped.global_step > 0 and not stopped.finished
+
+    def advanced() -> bool:
+        try:
+            return load_checkpoint(out)["progress"].global_step > stopped.global_step
+        except CheckpointError:  # never: the file is replaced atomically
+            raise
+
+    second = subprocess.Popen([*train, "--resume", str(out)], stdout=PIPE, stderr=PIPE, text=True)
+    _, stderr = interrupt_when(second, advanced)
+    assert second.returncode == 130, stderr
+    assert load_checkpoint(out)["progress"].global_step > stopped.global_step
