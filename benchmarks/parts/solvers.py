@@ -44,7 +44,7 @@ DEFAULT_VARIANTS = (
     Variant("picard", "picard"),
     # defaults of both: our m=5 differences span the same 6 iterates as TorchDEQ's m=6
     Variant("anderson", "anderson"),
-    # defaults of both: ours keeps 20 rank-1 updates, TorchDEQ keeps one per iteration
+    # defaults of both: ours keeps a bounded number of rank-1 updates, TorchDEQ one per iteration
     Variant("broyden", "broyden"),
 )
 
@@ -430,8 +430,8 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
         "Solver settings are each library's defaults: Anderson keeps 5 differences (ours, m=5) "
         "or 6 iterates (TorchDEQ, m=6), which span the same history; TorchDEQ regularizes its "
         "Anderson system with a fixed 1e-4, ours relative to the residual sizes. Our Broyden "
-        "keeps 20 rank-1 updates and restarts, TorchDEQ's keeps one per iteration (memory "
-        "grows); the 'memory = cap' row gives ours the same unbounded history.",
+        f"keeps {eq.Broyden().memory} rank-1 updates and restarts, TorchDEQ's keeps one per "
+        "iteration (memory grows); the 'memory = cap' row gives ours the same unbounded history.",
         "Our adjoint solve starts from the incoming gradient, TorchDEQ's from zero; TorchDEQ's "
         "backward also re-applies f once. Our stopping rule is per sample (each sample's best "
         "residual <= tol), TorchDEQ's is on the batch's largest current residual.",
