@@ -28,8 +28,11 @@ def timeless(history):
 
 
 def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_path):
-    # dropout and random shifts make every step random: resumption must reproduce them
-    config = Config().override(tiny("epochs=2", "model.dropout=0.2", "data.shift=1"))
+    # dropout and random shifts make every step random, and the weight average remembers
+    # every step: resumption must reproduce all of them
+    config = Config().override(
+        tiny("epochs=2", "model.dropout=0.2", "data.shift=1", "optim.average=0.9")
+    )
     full = train(config, tmp_path / "full", log=quiet)
     assert full.status == "finished"
 
@@ -49,8 +52,9 @@ def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_pa
     final = load_checkpoint(tmp_path / "cut")
     reference = load_checkpoint(tmp_path / "full")
     assert timeless(final["history"]) == timeless(reference["history"])
-    for name, value in reference["model"].items():
-        assert torch.equal(final["model"][name], value), name
+    for entry in ("model", "average"):
+        for name, value in reference[entry].items():
+            assert torch.equal(final[entry][name], value), (entry, name)
     assert resumed.summary["test_accuracy"] == full.summary["test_accuracy"]
     assert math.isclose(resumed.summary["train_seconds"], final["progress"].train_seconds)
 

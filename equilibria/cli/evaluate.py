@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
         model = build_model(config, data.shape, data.classes)
-        restore_model(model, checkpoint["model"], str(path))
+        weights = checkpoint.get("average") or checkpoint["model"]
+        restore_model(model, weights, str(path))
         model.to(runtime.device)
         batch_size = args.batch_size or config.data.eval_batch_size
         split = data.test if args.split == "test" else data.train

@@ -130,6 +130,12 @@ class OptimConfig(Section):
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs", minimum=0.0)
     grad_clip: float = option(1.0, "clip the global gradient norm (0: off)", minimum=0.0)
     label_smoothing: float = option(0.0, "label smoothing", minimum=0.0, maximum=0.5)
+    average: float = option(
+        0.0,
+        "decay of a moving average of the weights, which is tested (0: off)",
+        minimum=0.0,
+        maximum=0.9999,
+    )
 
 
 @dataclass(frozen=True)

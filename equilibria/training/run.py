@@ -81,7 +81,7 @@ def train(
         result.summary = finalize(
             config,
             data,
-            trainer.model,
+            trainer.tested_model,
             runtime,
             out,
             outcome.state.history,

@@ -14,7 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config
 from ..data import ImageData, random_flip, random_shift
-from .checkpoint import FILENAME, Progress, restore_model, save_checkpoint
+from .averaging import WeightAverage
+from .checkpoint import FILENAME, CheckpointError, Progress, restore_model, save_checkpoint
 from .distributed import Runtime
 from .engine import evaluate, train_step
 from .interrupt import StopRequest
@@ -72,6 +73,8 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(data.train), config.data.batch_size)
         self.optimizer = build_optimizer(config.optim, self.model.parameters())
         self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch)
+        decay = config.optim.average
+        self.average = WeightAverage(self.model, decay) if decay > 0 else None
         self.state = TrainState()
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -84,6 +87,11 @@ class Trainer:
         self.fill = torch.tensor(black, device=runtime.device)
 
     @property
+    def tested_model(self) -> nn.Module:
+        """The weights that are evaluated: the moving average when there is one."""
+        return self.average.model if self.average is not None else self.model
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.out / FILENAME
 
@@ -91,6 +99,10 @@ class Trainer:
         restore_model(self.model, checkpoint["model"], str(self.checkpoint_path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.average is not None:
+            if checkpoint.get("average") is None:
+                raise CheckpointError(f"{self.checkpoint_path} holds no weight average")
+            restore_model(self.average.model, checkpoint["average"], str(self.checkpoint_path))
         meter = Meter(**checkpoint["meter"]) if self.runtime.is_main else Meter()
         self.state = TrainState(checkpoint["progress"], list(checkpoint["history"]), meter)
 
@@ -107,6 +119,7 @@ class Trainer:
                 progress=self.state.progress,
                 history=self.state.history,
                 meter=meter.state(),
+                average=None if self.average is None else self.average.state_dict(),
                 data={
                     "name": self.data.name,
                     "shape": list(self.data.shape),
@@ -175,6 +188,8 @@ class Trainer:
                     label_smoothing=config.optim.label_smoothing,
                     grad_clip=config.optim.grad_clip,
                 )
+                if self.average is not None:
+                    self.average.update(self.model)
                 self.state.meter.add(**sums)
                 progress.step_in_epoch += 1
                 progress.global_step += 1
@@ -192,7 +207,7 @@ class Trainer:
         progress, config = self.state.progress, self.config
         means = self.state.meter.reduced(self.runtime).means()
         test = evaluate(
-            self.model,
+            self.tested_model,
             self.data,
             self.data.test,
             self.runtime,
