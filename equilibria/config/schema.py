@@ -122,14 +122,14 @@ class OptimConfig(Section):
     name: ClassVar[str] = "optim"
 
     optimizer: str = option("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
-    lr: float = option(3e-3, "peak learning rate", above=0.0)
+    lr: float = option(1e-2, "peak learning rate", above=0.0)
     weight_decay: float = option(0.0, "weight decay", minimum=0.0)
     momentum: float = option(0.9, "sgd only: momentum", minimum=0.0, maximum=1.0)
     epochs: int = option(20, "training epochs", minimum=1)
     schedule: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs", minimum=0.0)
     grad_clip: float = option(1.0, "clip the global gradient norm (0: off)", minimum=0.0)
-    label_smoothing: float = option(0.0, "label smoothing", minimum=0.0, maximum=0.5)
+    label_smoothing: float = option(0.1, "label smoothing", minimum=0.0, maximum=0.5)
     average: float = option(
         0.0,
         "decay of a moving average of the weights, which is tested (0: off)",
