@@ -26,10 +26,6 @@ RESUMABLE = (
     "data.download",
     "data.eval_batch_size",
 )
-OUTPUTS = (
-    "config.json, metrics.jsonl, checkpoint.pt, curves.png, residuals.png, "
-    "accuracy_vs_nfe.png, summary.json"
-)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -128,10 +124,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     s = result.summary
+    written = ", ".join(sorted(p.name for p in result.out.iterdir() if not p.name.startswith(".")))
     nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
     print(
         f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, trained in "
-        f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all); wrote {OUTPUTS} "
+        f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all); wrote {written} "
         f"to {result.out}"
     )
     return 0
