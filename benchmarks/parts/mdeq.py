@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import BenchConfig
-from ..mdeq_training import SHARED_MNIST, digits, mnist
+from ..mdeq_training import SHARED_MNIST, block, digits, mnist
 from ..registry import register
 from ..report import Section
 
@@ -29,3 +29,13 @@ def run_mnist(config: BenchConfig) -> Section:
         section.notes.append(f"Skipped: the MNIST test set is not in {SHARED_MNIST}.")
         return section
     return mnist(config)
+
+
+@register(
+    "mdeq-block",
+    "MDEQ branch block: with and without the identity shortcut",
+    order=220,
+    requires=TRAINING_MODULES,
+)
+def run_block(config: BenchConfig) -> Section:
+    return block(config)
