@@ -172,3 +172,18 @@ def test_ctrl_c_on_the_command_line_saves_and_resume_continues(tmp_path):
     _, stderr = interrupt_when(second, advanced)
     assert second.returncode == 130, stderr
     assert load_checkpoint(out)["progress"].global_step > stopped.global_step
+
+
+def test_a_resumed_checkpoint_whose_optimizer_state_does_not_fit_is_explained(tmp_path, capsys):
+    from equilibria.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *tiny("epochs=1")]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["progress"]["finished"] = False
+    state["optimizer"]["param_groups"] = []
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "the optimizer, schedule or metrics in" in error and "Traceback" not in error

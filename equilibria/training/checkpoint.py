@@ -167,4 +167,7 @@ def restore_model(model: nn.Module, weights: Mapping[str, torch.Tensor], source:
             f"the weights in {source} do not fit the model built from its config "
             f"({'; '.join(problems)})"
         )
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(f"the weights in {source} cannot be loaded: {error}") from None

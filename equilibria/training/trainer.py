@@ -96,15 +96,23 @@ class Trainer:
         return self.out / FILENAME
 
     def _restore(self, checkpoint: dict) -> None:
-        restore_model(self.model, checkpoint["model"], str(self.checkpoint_path))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        source = str(self.checkpoint_path)
+        restore_model(self.model, checkpoint["model"], source)
         if self.average is not None:
             if checkpoint.get("average") is None:
-                raise CheckpointError(f"{self.checkpoint_path} holds no weight average")
-            restore_model(self.average.model, checkpoint["average"], str(self.checkpoint_path))
-        meter = Meter(**checkpoint["meter"]) if self.runtime.is_main else Meter()
-        self.state = TrainState(checkpoint["progress"], list(checkpoint["history"]), meter)
+                raise CheckpointError(f"{source} holds no weight average")
+            restore_model(self.average.model, checkpoint["average"], source)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            meter = Meter(**checkpoint["meter"]) if self.runtime.is_main else Meter()
+            history = [dict(row) for row in checkpoint["history"]]
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"the optimizer, schedule or metrics in {source} do not fit the run its config "
+                f"describes: {error}"
+            ) from None
+        self.state = TrainState(checkpoint["progress"], history, meter)
 
     def save(self) -> None:
         """Write the checkpoint (rank 0), with the partial sums of every process."""
