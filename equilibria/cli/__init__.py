@@ -1,4 +1,4 @@
-"""The `equilibria` command line: `equilibria train` and `equilibria eval CHECKPOINT`.
+"""The `equilibria` command line: `train`, `eval CHECKPOINT` and `train-solver CHECKPOINT`.
 
 User mistakes (a bad config key, missing data, an unusable checkpoint, a missing optional
 package) end with one line on stderr and exit status 2; a training run stopped by Ctrl-C saves a
@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..errors import EquilibriaError, NonFiniteError
-from . import evaluate, train
+from . import evaluate, train, train_solver
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     train.add_parser(commands)
     evaluate.add_parser(commands)
+    train_solver.add_parser(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ from ..data import load_data
 from ..errors import check_choice
 from ..extras import require
 from ..models import build_model
+from ..neural import NeuralSolver
 from ..solvers import SOLVERS
 from ..training import distributed
 from ..training.analysis import elastic_sweep
@@ -54,7 +55,7 @@ def _tolerance(text: str) -> float:
 
 def _solver(text: str) -> str:
     try:
-        return check_choice("--solver", text, SOLVERS)
+        return check_choice("--solver", text, [*SOLVERS, "neural"])
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -70,7 +71,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="a run folder or checkpoint file")
-    parser.add_argument("--solver", type=_solver, help=f"one of {', '.join(SOLVERS)}")
+    parser.add_argument(
+        "--solver",
+        type=_solver,
+        help=f"one of {', '.join(SOLVERS)}, or neural (the solver that train-solver saved "
+        "beside the checkpoint)",
+    )
     parser.add_argument("--tol", type=_tolerance, help="solver tolerance")
     parser.add_argument("--max-iter", type=_positive_int, help="iteration cap")
     parser.add_argument("--sweep", type=_caps, metavar="CAPS", help="caps, e.g. 1,2,4,8,16")
@@ -105,6 +111,17 @@ def _row(label: str, result: dict[str, Any]) -> str:
     return text
 
 
+def _neural_solver(path: Path) -> NeuralSolver:
+    """The learned solver saved beside the checkpoint by `equilibria train-solver`."""
+    solver_path = path.parent / "neural_solver.pt"
+    if not solver_path.is_file():
+        raise ConfigError(
+            f"--solver neural needs a trained solver at {solver_path}; make one with: "
+            f"equilibria train-solver {path}"
+        )
+    return NeuralSolver.load(solver_path)
+
+
 def run(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint)
     checkpoint = load_checkpoint(path)
@@ -129,12 +146,20 @@ def run(args: argparse.Namespace) -> int:
         weights = checkpoint.get("average") or checkpoint["model"]
         restore_model(model, weights, str(path))
         model.to(runtime.device)
+        if args.solver == "neural":
+            solving["solver"] = _neural_solver(path).to(runtime.device)
         batch_size = args.batch_size or config.data.eval_batch_size
         split = data.test if args.split == "test" else data.train
         common = dict(batch_size=batch_size, precision=config.run.precision)
         if args.sweep:
             rows = elastic_sweep(
-                model, data, runtime, args.sweep, solver=args.solver, tol=args.tol, **common
+                model,
+                data,
+                runtime,
+                args.sweep,
+                solver=solving.get("solver"),
+                tol=args.tol,
+                **common,
             )
         else:
             rows = [evaluate(model, data, split, runtime, **common, **solving)]
@@ -142,14 +167,18 @@ def run(args: argparse.Namespace) -> int:
         distributed.stop(runtime)
     if not runtime.is_main:
         return 0
-    settings = ", ".join(f"{k}={v}" for k, v in solving.items()) or "the config's eval settings"
+    settings = (
+        ", ".join(f"{k}={getattr(v, 'name', v)}" for k, v in solving.items())
+        or "the config's eval settings"
+    )
     print(f"{path} on {data.name} {args.split if not args.sweep else 'test'} ({settings}):")
     for row in rows:
         label = f"max_iter {row['max_iter']}" if "max_iter" in row else args.split
         print("  " + _row(label, row))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "eval.json", {"checkpoint": str(path), **solving, "results": rows})
+        named = {k: getattr(v, "name", v) for k, v in solving.items()}
+        write_json(args.out / "eval.json", {"checkpoint": str(path), **named, "results": rows})
         if args.sweep:
             solver = args.solver or config.deq.eval_solver or config.deq.solver
             plot_accuracy_vs_nfe({solver: rows}, args.out / "accuracy_vs_nfe.png")
