@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -145,21 +145,17 @@ class NeuralSolver(nn.Module, Solver):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the solver atomically (temporary file, then rename)."""
-        path = Path(path)
+        from ..training.checkpoint import atomic_write_bytes  # the project's one atomic writer
+
         payload = {
             "format": FORMAT,
             "config": self.config,
             "safeguard": self.safeguard,
             "state_dict": self.state_dict(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
     def load(
