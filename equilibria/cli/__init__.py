@@ -8,10 +8,17 @@ checkpoint and exits with 130.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ..errors import EquilibriaError, NonFiniteError
-from . import evaluate, train, train_solver
+
+# one line per command module; each offers `add_parser(commands)`
+COMMAND_MODULES = (
+    "train",
+    "evaluate",
+    "train_solver",
+)
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -21,13 +28,12 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equilibria",
-        description="Train and evaluate deep equilibrium image classifiers.",
+        description="Train, evaluate and use deep equilibrium models.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    train.add_parser(commands)
-    evaluate.add_parser(commands)
-    train_solver.add_parser(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").add_parser(commands)
     return parser
 
 

@@ -93,6 +93,11 @@ def _stored_config(path: Path, checkpoint: dict, args: argparse.Namespace) -> Co
         config = Config.from_dict(checkpoint["config"])
     except ConfigError as error:
         raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    if config.run.task != "classify":
+        raise ConfigError(
+            f"{path} holds a run of task {config.run.task!r}; this command applies to image "
+            "classifiers (task 'classify')"
+        )
     overrides = []
     if args.device:
         overrides.append(f"run.device={args.device}")

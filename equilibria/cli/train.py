@@ -12,7 +12,7 @@ import torch
 from ..config import Config, ConfigError, describe_keys
 from ..training import distributed
 from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
-from ..training.run import train
+from ..training.tasks import task_trainer
 from .requirements import check_packages
 
 # keys that may change when a run is resumed: none of them changes what is computed
@@ -33,8 +33,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (default: the multiscale DEQ on digits)",
         description=(
-            "Train an image classifier. Settings come from the defaults, then --config, then "
-            "KEY=VALUE overrides (section.key, or a key only one section has), e.g. "
+            "Train a model: an image classifier (the default), a character language model "
+            "(--task lm) or a contrastive backbone (--task ssl). Settings come from the "
+            "defaults, then --config, then KEY=VALUE overrides (section.key, or a key only "
+            "one section has), e.g. "
             "'equilibria train epochs=5 data.dataset=mnist'. List every key with --show-keys."
         ),
     )
@@ -47,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="continue the run in this folder (or checkpoint file)",
     )
+    parser.add_argument("--task", help="same as run.task=... (classify, lm or ssl)")
     parser.add_argument("--device", help="same as run.device=...")
     parser.add_argument("--data-dir", help="same as data.data_dir=...")
     parser.add_argument("--show-keys", action="store_true", help="list every config key and exit")
@@ -55,6 +58,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     flags = []
+    if args.task is not None:
+        flags.append(f"run.task={args.task}")
     if args.device is not None:
         flags.append(f"run.device={args.device}")
     if args.data_dir is not None:
@@ -86,6 +91,8 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, dict, Path]:
 
 def default_out(config: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if config.run.task != "classify":
+        return Path("runs") / f"{config.run.task}-{stamp}"
     return Path("runs") / f"{config.data.dataset}-{config.model.arch}-{stamp}"
 
 
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(config.run.threads)
     runtime = distributed.start(config.run.device)
     try:
-        result = train(config, out, runtime, checkpoint=checkpoint)
+        result = task_trainer(config.run.task)(config, out, runtime, checkpoint=checkpoint)
     finally:
         distributed.stop(runtime)
     if not runtime.is_main:
@@ -123,12 +130,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    s = result.summary
     written = ", ".join(sorted(p.name for p in result.out.iterdir() if not p.name.startswith(".")))
-    nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
-    print(
-        f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, trained in "
-        f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all); wrote {written} "
-        f"to {result.out}"
-    )
+    print(f"{result.headline}; wrote {written} to {result.out}")
     return 0

@@ -1,4 +1,4 @@
-"""Typed, validated training configuration: five sections, files plus `key=value` overrides.
+"""Typed, validated training configuration: sections per concern, files plus `key=value` overrides.
 
 An unknown or misspelt key, a value of the wrong type or one out of range is a `ConfigError`
 that names the key and what is valid.
@@ -6,7 +6,9 @@ that names the key and what is valid.
 
 from .config import Config, all_keys, describe_keys, read_file, resolve_key
 from .fields import ConfigError, Section
+from .lm import LMConfig
 from .schema import SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
+from .ssl import SSLConfig
 
 __all__ = [
     "SECTIONS",
@@ -14,9 +16,11 @@ __all__ = [
     "ConfigError",
     "DEQConfig",
     "DataConfig",
+    "LMConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "SSLConfig",
     "Section",
     "all_keys",
     "describe_keys",

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .fields import ConfigError, Section, suggest
+from .lm import LMConfig
 from .schema import SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
+from .ssl import SSLConfig
 
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 
@@ -25,6 +27,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:

@@ -1,4 +1,4 @@
-"""The training config: five typed sections, every key with a default, help text and limits."""
+"""The training config: typed sections, every key with a default, help text and limits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import ClassVar
 from ..backward import BACKWARDS
 from ..solvers import SOLVERS
 from .fields import ConfigError, Section, option
+from .lm import LMConfig
+from .ssl import SSLConfig
 
 MODELS = ("mdeq", "resnet")
 DATASETS = ("digits", "mnist", "mnist-t10k", "cifar10")
@@ -15,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
 STOP_MODES = ("rel", "abs")
+TASKS = ("classify", "lm", "ssl")
 TRAIN_BACKWARDS = tuple(name for name in BACKWARDS if name != "unrolled")
 
 
@@ -142,6 +145,12 @@ class OptimConfig(Section):
 class RunConfig(Section):
     name: ClassVar[str] = "run"
 
+    task: str = option(
+        "classify",
+        "classify (image classes), lm (character language model) or ssl (contrastive "
+        "pre-training with a linear probe)",
+        choices=TASKS,
+    )
     seed: int = option(0, "seed of weights, data order, augmentation and dropout", minimum=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("fp32", "fp32, or bf16 autocast", choices=PRECISIONS)
@@ -160,4 +169,12 @@ class RunConfig(Section):
             raise ConfigError(f"run.device={device!r} is not valid; use auto, cpu, cuda or cuda:N")
 
 
-SECTIONS: tuple[type[Section], ...] = (ModelConfig, DEQConfig, DataConfig, OptimConfig, RunConfig)
+SECTIONS: tuple[type[Section], ...] = (
+    ModelConfig,
+    DEQConfig,
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    LMConfig,
+    SSLConfig,
+)

@@ -22,7 +22,8 @@ from .trainer import StepHook, Trainer
 
 @dataclass
 class RunResult:
-    """`status` is "finished" or "interrupted"; `summary` is set on rank 0 when finished."""
+    """`status` is "finished" or "interrupted"; `summary` and `headline` (one line for the
+    command line) are set on rank 0 when finished."""
 
     status: str
     out: Path
@@ -30,6 +31,7 @@ class RunResult:
     summary: dict[str, Any] | None = None
     signal: str | None = None
     total_seconds: float = 0.0
+    headline: str = ""
 
 
 def train(
@@ -88,4 +90,11 @@ def train(
             outcome.state.progress.train_seconds,
         )
     result.total_seconds = time.perf_counter() - started
+    if result.summary is not None:
+        s = result.summary
+        nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
+        result.headline = (
+            f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, trained in "
+            f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all)"
+        )
     return result
