@@ -11,6 +11,7 @@ from ..stability import JacobianPenalty, Pretrain
 from .blocks import BranchBlock, ClassificationHead, MultiscaleFusion, Stem, branch_sizes
 from .mdeq import MDEQ, MDEQCell
 from .resnet import ResNet
+from .transformer import DEQTransformer, ExplicitTransformer, TransformerBlock
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -79,4 +80,7 @@ __all__ = [
     "branch_sizes",
     "build_model",
     "deq_options",
+    "DEQTransformer",
+    "ExplicitTransformer",
+    "TransformerBlock",
 ]
