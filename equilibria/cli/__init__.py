@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "train_solver",
+    "sample",
 )
 
 EXIT_USAGE = 2

@@ -52,6 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="same as run.task=... (classify, lm or ssl)")
     parser.add_argument("--device", help="same as run.device=...")
     parser.add_argument("--data-dir", help="same as data.data_dir=...")
+    parser.add_argument("--text", help="same as lm.text=... (a UTF-8 file, plain or .gz)")
     parser.add_argument("--show-keys", action="store_true", help="list every config key and exit")
     parser.set_defaults(run=run)
 
@@ -64,6 +65,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         flags.append(f"run.device={args.device}")
     if args.data_dir is not None:
         flags.append(f"data.data_dir={args.data_dir}")
+    if args.text is not None:
+        flags.append(f"lm.text={args.text}")
     return flags
 
 

@@ -1,0 +1,130 @@
+"""One language-model training step and one validation pass, in nats and bits per character."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.text import TextData
+from ..errors import NonFiniteError
+from ..models.transformer import DEQTransformer
+from ..training.engine import autocast
+
+LN2 = math.log(2.0)
+
+
+def with_memory(
+    model: nn.Module, inputs: torch.Tensor, memory: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split windows of `memory` + L inputs: the last L to predict, and the equilibrium states
+    of the first `memory` (solved without gradients) for them to attend to."""
+    if not memory:
+        return inputs, None
+    if not isinstance(model, DEQTransformer):
+        raise TypeError("a memory of past equilibria needs a DEQTransformer")
+    with torch.no_grad():
+        states = model.run(inputs[:, :memory]).states
+    return inputs[:, memory:], states
+
+
+def train_step(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    memory: int = 0,
+    precision: str = "fp32",
+    label_smoothing: float = 0.0,
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """One optimizer step on windows (batch, memory + L); returns the sums a `Meter` adds up
+    (loss per predicted character, in nats)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    inputs, context = with_memory(model, inputs, memory)
+    targets = targets[:, memory:]
+    with autocast(inputs.device, precision):
+        logits = model(inputs) if context is None else model(inputs, context)
+    logits = logits.float().flatten(0, 1)
+    loss = F.cross_entropy(logits, targets.flatten(), label_smoothing=label_smoothing)
+    stats = getattr(model, "stats", None)
+    total = loss if stats is None else loss + stats.jacobian_loss.float()
+    if not bool(torch.isfinite(total)):
+        raise NonFiniteError(
+            f"the training loss became {float(total)} (the model diverged); lower optim.lr, "
+            "set optim.grad_clip, or add a Jacobian penalty (deq.jacobian_gamma)"
+        )
+    total.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    count = targets.numel()
+    sums = {
+        "loss": float(loss.detach()) * count,
+        "correct": float((logits.argmax(1) == targets.flatten()).sum()),
+        "samples": count,
+        "steps": 1,
+    }
+    if stats is not None:
+        sums.update(
+            forward_nfe=stats.forward_nfe,
+            backward_nfe=stats.backward_nfe or 0,
+            residual=float(stats.forward.residual.float().mean()),
+            converged=float(stats.converged.sum()) * targets.shape[1],
+            jacobian=float(stats.jacobian_frobenius_sq or 0.0),
+        )
+    return sums
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: TextData,
+    *,
+    seq_len: int,
+    memory: int,
+    characters: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, float | None]:
+    """Loss (nats), bits per character and accuracy of next-character prediction on the first
+    `characters` of the validation split (consecutive windows; each window after the first
+    `memory` characters attends to the `memory` characters before it), and for a DEQ the mean
+    forward NFE and residual per window."""
+    model.eval()
+    starts = data.val_starts(seq_len, characters - memory) + memory
+    starts = starts[starts + seq_len < len(data.val)]
+    if not len(starts):
+        starts = torch.tensor([memory])
+    loss = correct = count = nfe = residual = 0.0
+    for batch in starts.split(batch_size):
+        inputs, targets = data.windows(data.val, batch - memory, seq_len + memory)
+        inputs, context = with_memory(model, inputs.to(device), memory)
+        targets = targets[:, memory:].to(device)
+        with autocast(device, precision):
+            logits = model(inputs) if context is None else model(inputs, context)
+        logits = logits.float().flatten(0, 1)
+        loss += float(F.cross_entropy(logits, targets.flatten(), reduction="sum"))
+        correct += float((logits.argmax(1) == targets.flatten()).sum())
+        count += targets.numel()
+        stats = getattr(model, "stats", None)
+        if stats is not None:
+            nfe += stats.forward_nfe * len(batch)
+            residual += float(stats.forward.residual.float().sum())
+    solved = getattr(model, "stats", None) is not None
+    windows = len(starts)
+    return {
+        "loss": loss / count,
+        "bpc": loss / count / LN2,
+        "accuracy": correct / count,
+        "characters": count,
+        "forward_nfe": nfe / windows if solved else None,
+        "residual": residual / windows if solved else None,
+    }

@@ -1,0 +1,92 @@
+"""After language-model training: a sample of text, the curves plot and `summary.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import Config
+from ..data.text import TextData
+from ..extras import require
+from ..training.metrics import write_json
+from ..training.report import SUMMARY, machine
+from .generate import generate
+from .model import context_length
+
+SAMPLE = "sample.txt"
+SAMPLE_CHARS = 300
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Bits per character (train and validation) and, for a DEQ, forward / backward NFE."""
+    matplotlib = require("matplotlib", "the plots of a run")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot", "the plots of a run")
+    epochs = [row["epoch"] for row in history]
+    has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
+    figure, axes = plt.subplots(1, 2 if has_nfe else 1, figsize=(4.4 * (1 + has_nfe), 3.4))
+    axes = list(axes) if has_nfe else [axes]
+    axes[0].plot(epochs, [r["train_bpc"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_bpc"] for r in history], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="bits per character", title="loss")
+    if has_nfe:
+        axes[1].plot(epochs, [r["train_forward_nfe"] for r in history], label="train forward")
+        axes[1].plot(epochs, [r["train_backward_nfe"] for r in history], label="train backward")
+        axes[1].plot(epochs, [r["val_forward_nfe"] for r in history], label="validation forward")
+        axes[1].set(xlabel="epoch", ylabel="evaluations per solve", title="NFE")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def finalize(
+    config: Config,
+    data: TextData,
+    model: nn.Module,
+    out: Path,
+    history: list[dict[str, Any]],
+    *,
+    train_seconds: float,
+    tokens_per_second: float | None,
+) -> dict[str, Any]:
+    """Write a text sample, the curves and the summary; return the summary."""
+    final = history[-1]
+    prompt = data.vocab.decode(data.val[: min(32, len(data.val))])
+    sample = generate(
+        model, data.vocab, prompt, SAMPLE_CHARS, context=context_length(config), temperature=0.8
+    )
+    (out / SAMPLE).write_text(prompt + sample.text, encoding="utf-8")
+    summary = {
+        "val_bpc": final["val_bpc"],
+        "val_loss": final["val_loss"],
+        "val_accuracy": final["val_accuracy"],
+        "val_characters": final["val_characters"],
+        "val_forward_nfe": final.get("val_forward_nfe"),
+        "val_residual": final.get("val_residual"),
+        "train_bpc": final["train_bpc"],
+        "train_mean_forward_nfe": _mean(history, "train_forward_nfe"),
+        "train_mean_backward_nfe": _mean(history, "train_backward_nfe"),
+        "sample_mean_nfe": sample.mean_nfe,
+        "tokens_per_second": tokens_per_second,
+        "train_seconds": train_seconds,
+        "epochs": final["epoch"],
+        "steps": final["step"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "network": config.lm.network,
+        "text": data.description,
+        "vocabulary": len(data.vocab),
+        "machine": machine(),
+    }
+    plot_curves(history, out / "curves.png")
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _mean(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [row[key] for row in history if row.get(key) is not None]
+    return sum(values) / len(values) if values else None
