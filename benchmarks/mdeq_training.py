@@ -9,9 +9,11 @@
   and the peak of all tensor memory).
 - block: the default digits run with and without the paper's identity shortcut in the branch
   blocks: accuracy, how fast the solves converge, accuracy at 2 NFE.
+- gradients: the default digits run with each training gradient (implicit, phantom, one-step):
+  final test accuracy, training time and the backward's cost.
 
-    python -m benchmarks.mdeq_training digits mnist block --out results/mdeq
-    python -m benchmarks mdeq-digits mdeq-mnist mdeq-block   # the same parts in the suite
+    python -m benchmarks.mdeq_training digits mnist block gradients --out results/mdeq
+    python -m benchmarks mdeq-digits mdeq-mnist mdeq-block gradients-digits   # in the suite
 """
 
 from __future__ import annotations
@@ -219,6 +221,65 @@ def block(config: BenchConfig) -> Section:
     return section
 
 
+GRADIENT_MODES = {  # label: deq.backward
+    "implicit (adjoint solve, Anderson, cap 8)": "implicit",
+    "phantom (5 damped steps, tau 0.6)": "phantom",
+    "one-step (Jacobian-free)": "onestep",
+}
+
+
+def gradient_modes(config: BenchConfig) -> Section:
+    """The default digits run with each training gradient: accuracy, time, backward cost."""
+    seeds = (0,) if config.quick else (0, 1)
+    quick = ["optim.epochs=3", "data.train_samples=512"] if config.quick else []
+    section = Section(
+        name="gradients-digits",
+        title="Gradient strategies: final accuracy on digits",
+        summary=(
+            "The default `equilibria train` (the MDEQ on digits, 20 epochs) with only the "
+            "training gradient changed (`deq.backward=...`); every run is tested with the same "
+            "test-time solver settings. 'backward NFE' counts the vector-Jacobian products of "
+            "the implicit backward's adjoint solve; phantom (5 damped cell applications "
+            "differentiated) and one-step (one) run no solver and show 0. Every run uses one "
+            "thread; train seconds are wall time on a shared machine (see the load column)."
+        ),
+        settings={
+            "seeds": ", ".join(map(str, seeds)),
+            "overrides": " ".join(quick) or "none but deq.backward and run.seed",
+            "load average before": load_average(),
+        },
+    )
+    table = Table(
+        "Digits, default settings but the training gradient",
+        [
+            Column("mode", "training gradient"),
+            Column("seed", "seed"),
+            Column("accuracy", "test accuracy %", ".2f"),
+            Column("nfe", "mean forward NFE (test)", ".1f"),
+            Column("train_nfe", "mean forward / backward NFE (train)"),
+            Column("train_s", "train s", ".1f"),
+            Column("load", "load average after"),
+        ],
+    )
+    for label, backward in GRADIENT_MODES.items():
+        for seed in seeds:
+            out = config.out / f"gradients-{backward}-seed{seed}"
+            overrides = [f"run.seed={seed}", f"deq.backward={backward}", *quick]
+            summary, _ = run_cli(out, overrides, threads=1)
+            table.add(
+                mode=label,
+                seed=seed,
+                accuracy=100 * summary["test_accuracy"],
+                nfe=summary["mean_forward_nfe"],
+                train_nfe=f"{summary['train_mean_forward_nfe']:.1f} / "
+                f"{summary['train_mean_backward_nfe']:.1f}",
+                train_s=summary["train_seconds"],
+                load=load_average(),
+            )
+    section.tables.append(table)
+    return section
+
+
 def step_memory(overrides: list[str], data_dir: Path, batch: int) -> dict[str, Any]:
     """Activation bytes saved for backward and peak tensor bytes of one training step."""
     from equilibria.config import Config
@@ -322,7 +383,7 @@ def mnist(config: BenchConfig, data_dir: Path = SHARED_MNIST) -> Section:
     return section
 
 
-PARTS = {"digits": digits, "mnist": mnist, "block": block}
+PARTS = {"digits": digits, "mnist": mnist, "block": block, "gradients": gradient_modes}
 
 
 def main(argv: list[str] | None = None) -> int:

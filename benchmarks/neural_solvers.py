@@ -1,10 +1,16 @@
-"""Learned solver vs classical solvers on held-out inputs of a trained DEQ image classifier.
+"""The learned solver against picard, anderson and broyden on a trained MDEQ, held-out inputs.
 
-A small convolutional DEQ is trained on scikit-learn's digits (fixed split), frozen, and a
-NeuralSolver is trained on the DEQ inputs of the training split. On the test split we record:
-residual vs NFE for picard, anderson, broyden and the neural solver (every evaluation counted,
-including the safeguard's), NFE and wall time to reach a target relative residual, and test
-accuracy at fixed NFE budgets.
+The default multiscale DEQ is trained on digits with `equilibria train` (every setting at its
+default; the quick preset trains a smaller, shorter run), frozen, and a NeuralSolver is trained
+on the DEQ inputs of training images (no labels). On the test images we measure:
+
+- residual vs NFE: each sample's best relative residual ||f(z) - z|| / ||f(z)|| after every
+  evaluation of the cell (the safeguard's evaluations included), with the initializer's cost
+  counted as a fraction of an evaluation (its FLOPs over the cell's);
+- NFE and thread CPU time to reach a fixed relative residual (the solve stops when every sample
+  of a batch is there), timed interleaved;
+- test accuracy at fixed NFE budgets (the model's own forward, as `equilibria eval` runs it);
+- the adjoint (backward) solve's NFE to a fixed residual with each solver.
 
     python -m benchmarks.neural_solvers [--out results/neural_solvers] [--quick]
 """
@@ -12,274 +18,382 @@ accuracy at fixed NFE budgets.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import platform
+import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 import equilibria as eq
-from equilibria.cells import ConvCell
 from equilibria.neural import NeuralSolver, SolverTraining, fit_neural_solver
 
-SOLVERS = {"picard": "picard", "anderson": "anderson", "broyden": "broyden"}
+from .timing import CLOCKS, interleaved
+
+CLASSICAL = ("picard", "anderson", "broyden")
 
 
-def digits_split(seed: int = 0):
-    """scikit-learn's digits as (1, 8, 8) images in [0, 1]: 1297 train / 500 test, fixed seed."""
-    from sklearn.datasets import load_digits
+@dataclass(frozen=True)
+class Settings:
+    """What the benchmark trains and measures.
 
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    test, train = order[:500], order[500:]
-    return (x[train], y[train]), (x[test], y[test])
+    Attributes:
+        train_overrides: config overrides for `equilibria train` (empty: the default run).
+        solver_batches, batch_size: training inputs of the neural solver.
+        training: the neural solver's training settings.
+        init_width: hidden channels of its initializer.
+        targets: relative residuals to reach; `headline` is the one the target is judged at.
+        cap: most evaluations a solve may use on the way to a target.
+        budgets: NFE budgets for the accuracy table.
+        repeats: timed rounds (interleaved, after one warm-up round).
+        test_batches: held-out batches measured (None: the whole test split).
+    """
 
+    train_overrides: tuple[str, ...] = ()
+    solver_batches: int = 12
+    batch_size: int = 128
+    training: SolverTraining = field(
+        default_factory=lambda: SolverTraining(epochs=15, unroll=6, lr=3e-3)
+    )
+    init_width: int = 8
+    targets: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
+    headline: float = 1e-3
+    cap: int = 60
+    budgets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12)
+    repeats: int = 5
+    test_batches: int | None = None
 
-class DigitsDEQ(nn.Module):
-    """Stem conv -> DEQ of a residual conv cell on 8x8 maps -> 4x4-pooled linear head."""
-
-    def __init__(self, channels: int = 24, **deq_options) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.GroupNorm(4, channels))
-        self.deq = eq.DEQ(ConvCell(channels), **deq_options)
-        self.head = nn.Linear(channels * 16, 10)
-
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(F.adaptive_avg_pool2d(z, 4).flatten(1))
-
-    def forward(self, images: torch.Tensor, **call) -> torch.Tensor:
-        return self.classify(self.deq(self.stem(images), **call))
-
-
-def train_model(train, epochs: int, seed: int = 0) -> DigitsDEQ:
-    torch.manual_seed(seed)
-    model = DigitsDEQ(tol=1e-3, max_iter=30, on_failure="ignore")
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    x, y = train
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(64):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
-def deq_inputs(model: DigitsDEQ, images: torch.Tensor, batch: int = 128) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return [model.stem(chunk) for chunk in images.split(batch)]
-
-
-def solve_curve(model, x, solver, z0, max_iter):
-    """Relative-residual trace (worst sample per NFE), NFE, and seconds for one solve."""
-    cell = model.deq.cell
-    start = time.perf_counter()
-    with torch.no_grad():
-        if z0 is None:
-            z0 = torch.zeros_like(x)
-        sol = eq.solve(
-            lambda z: cell(z, x),
-            z0,
-            solver,
-            tol=0.0,
-            max_iter=max_iter,
-            patience=None,
-            on_failure="ignore",
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            train_overrides=("optim.epochs=3", "data.train_samples=512", "run.sweep=1,2"),
+            solver_batches=2,
+            batch_size=64,
+            training=SolverTraining(epochs=3, unroll=4, lr=3e-3),
+            targets=(1e-1, 1e-2),
+            headline=1e-2,
+            cap=30,
+            budgets=(1, 2, 4),
+            repeats=1,
+            test_batches=1,
         )
-    return sol, time.perf_counter() - start
 
 
-def nfe_and_time_to(model, xs, solver, target, max_iter, neural=None):
-    """Per-batch evaluations, total seconds, and whether every test sample reached `target`."""
-    nfe, seconds, reached = [], 0.0, True
-    for x in xs:
-        start = time.perf_counter()
-        with torch.no_grad():
-            z0 = neural.initial_state(x) if neural is not None else torch.zeros_like(x)
+# -------------------------------------------------------------------------- the frozen model
+
+
+@dataclass
+class Frozen:
+    """A trained classifier with its DEQ layer, its data and its DEQ inputs."""
+
+    model: torch.nn.Module
+    deq: eq.DEQ
+    data: Any
+    train_inputs: list[torch.Tensor]
+    test_images: list[torch.Tensor]
+    test_labels: list[torch.Tensor]
+    test_inputs: list[torch.Tensor]
+    parameters: int
+    path: Path
+
+
+def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
+    """`python -m equilibria train --out OUT overrides...` in its own process; the checkpoint."""
+    command = [sys.executable, "-m", "equilibria", "train", "--out", str(out)]
+    command += ["run.progress=false", *overrides]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return out / "checkpoint.pt"
+
+
+def load_frozen(path: Path, settings: Settings) -> Frozen:
+    """The model of checkpoint `path` in eval mode, with the DEQ inputs of its images."""
+    from equilibria.cli.train_solver import deq_inputs, find_deq
+    from equilibria.config import Config
+    from equilibria.data import load_data
+    from equilibria.models import build_model
+    from equilibria.training.checkpoint import load_checkpoint, restore_model
+
+    checkpoint = load_checkpoint(path)
+    config = Config.from_dict(checkpoint["config"])
+    data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
+    model = build_model(config, data.shape, data.classes)
+    restore_model(model, checkpoint.get("average") or checkpoint["model"], str(path))
+    model.eval()
+    deq = find_deq(model)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    chosen = order[: settings.solver_batches * settings.batch_size].split(settings.batch_size)
+    train_images = [data.inputs(data.train.images[idx]) for idx in chosen]
+    test_idx = list(torch.arange(len(data.test)).split(settings.batch_size))
+    test_idx = test_idx[: settings.test_batches] if settings.test_batches else test_idx
+    test_images = [data.inputs(data.test.images[idx]) for idx in test_idx]
+    return Frozen(
+        model=model,
+        deq=deq,
+        data=data,
+        train_inputs=deq_inputs(model, deq, train_images),
+        test_images=test_images,
+        test_labels=[data.test.labels[idx] for idx in test_idx],
+        test_inputs=deq_inputs(model, deq, test_images),
+        parameters=sum(p.numel() for p in model.parameters()),
+        path=path,
+    )
+
+
+# -------------------------------------------------------------------------- measurements
+
+
+def flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of `fn`, as torch's FLOP counter sees them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def initializer_cost(neural: NeuralSolver, deq: eq.DEQ, x: torch.Tensor) -> float:
+    """The initializer's FLOPs as a fraction of one cell evaluation."""
+    z0 = deq.initial_state(x)
+    return flops(lambda: neural.initial_state(x)) / flops(lambda: deq.cell(z0, x))
+
+
+def best_residuals(deq: eq.DEQ, x: torch.Tensor, z0: Any, solver: Any, cap: int) -> torch.Tensor:
+    """(cap, batch): each sample's best relative residual after 1 .. cap cell evaluations.
+
+    Every evaluation the solve makes is recorded (a safeguard's extra ones too), so the curve
+    is indexed by true NFE, not by solver iterations.
+    """
+    seen: list[torch.Tensor] = []
+
+    def cell(z):
+        fz = deq.cell(z, x)
+        layout = eq.StateLayout.of(z)
+        flat_z, flat_fz = layout.flatten(z), layout.flatten(fz)
+        seen.append((flat_fz - flat_z).norm(dim=1) / flat_fz.norm(dim=1).clamp_min(1e-30))
+        return fz
+
+    with torch.no_grad():
+        eq.solve(cell, z0, solver, tol=0.0, max_iter=cap, patience=None, on_failure="ignore")
+    residuals = torch.stack(seen).cummin(dim=0).values
+    if len(residuals) < cap:  # stopped early (a non-finite iterate): hold the last value
+        residuals = torch.cat([residuals, residuals[-1:].expand(cap - len(residuals), -1)])
+    return residuals
+
+
+def evaluations_to(residuals: torch.Tensor, target: float) -> torch.Tensor:
+    """Per sample: the first NFE (1-based) at which the best residual is <= target (inf: never)."""
+    reached = residuals <= target
+    first = reached.float().argmax(dim=0) + 1.0
+    return torch.where(reached.any(dim=0), first, torch.full_like(first, float("inf")))
+
+
+def solve_to(deq: eq.DEQ, xs: list[torch.Tensor], solver: Any, target: float, cap: int) -> list:
+    """Solve every batch to `target` (rel); the NFE each batch took and whether all got there."""
+    rows = []
+    with torch.no_grad():
+        for x in xs:
+            z0 = deq.initial_state(x, solver if isinstance(solver, eq.Solver) else None)
             sol = eq.solve(
-                lambda z, x=x: model.deq.cell(z, x),
-                z0,
-                solver,
-                tol=target,
-                max_iter=max_iter,
+                lambda z, x=x: deq.cell(z, x), z0, solver, tol=target, max_iter=cap,
                 on_failure="ignore",
-            )
-        seconds += time.perf_counter() - start
-        nfe.append(sol.nfe)
-        reached &= bool(sol.converged.all())
-    return nfe, seconds, reached
+            )  # fmt: skip
+            rows.append((sol.nfe, bool(sol.converged.all())))
+    return rows
 
 
-def accuracy_at_budget(model, images, labels, solver, budget, neural=None):
+def accuracy(frozen: Frozen, solver: Any, budget: int) -> float:
+    """Test accuracy of the model's own forward with at most `budget` evaluations."""
+    correct = total = 0
     with torch.no_grad():
-        x = model.stem(images)
-        z0 = neural.initial_state(x) if neural is not None else torch.zeros_like(x)
-        sol = eq.solve(
-            lambda z: model.deq.cell(z, x),
-            z0,
-            solver,
-            tol=0.0,
-            max_iter=budget,
-            patience=None,
-            on_failure="ignore",
+        for images, labels in zip(frozen.test_images, frozen.test_labels, strict=True):
+            logits = frozen.model(images, solver=solver, max_iter=budget, tol=0.0)
+            correct += int((logits.argmax(1) == labels).sum())
+            total += len(labels)
+    return correct / total
+
+
+def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[int]:
+    """NFE of the backward (adjoint) solve y = y J + g to `target`, per test batch.
+
+    z* comes from a tight Anderson solve; g is the gradient of the cross-entropy at the output.
+    """
+    deq, rows = frozen.deq, []
+    for x, labels in zip(frozen.test_inputs, frozen.test_labels, strict=True):
+        with torch.no_grad():
+            z_star = deq(x, solver="anderson", tol=1e-6, max_iter=200)
+        layout = eq.StateLayout.of(z_star)
+        z = layout.flatten(z_star).requires_grad_()
+        fz = layout.flatten(deq.cell(layout.unflatten(z), x))
+        out = fz.detach().requires_grad_()
+        loss = F.cross_entropy(frozen.model.head(layout.unflatten(out)), labels)
+        (grad,) = torch.autograd.grad(loss, out)
+
+        def adjoint(y, grad=grad, fz=fz, z=z):
+            (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
+            return vjp + grad
+
+        sol = eq.solve(adjoint, grad, solver, tol=target, max_iter=cap, on_failure="ignore")
+        rows.append(sol.nfe)
+    return rows
+
+
+# -------------------------------------------------------------------------- the whole run
+
+
+def run(out: Path, settings: Settings, checkpoint: Path | None = None, log=print) -> dict:
+    """Train (or load) the model, train the neural solver, measure; the results as a dict."""
+    out.mkdir(parents=True, exist_ok=True)
+    clock = CLOCKS["cpu"] if torch.get_num_threads() == 1 else CLOCKS["wall"]
+    if checkpoint is None:
+        start = time.perf_counter()
+        checkpoint = train_model(out / "model", settings.train_overrides)
+        log(f"trained the MDEQ in {time.perf_counter() - start:.0f} s")
+    frozen = load_frozen(checkpoint, settings)
+
+    neural = NeuralSolver.for_model(
+        frozen.train_inputs[0],
+        frozen.deq.initial_state(frozen.train_inputs[0]),
+        init_width=settings.init_width,
+        learned_steps=settings.training.unroll,
+    )
+    start = clock()
+    neural, training_log = fit_neural_solver(
+        frozen.deq, frozen.train_inputs, neural, settings.training, progress=False
+    )
+    training_seconds = clock() - start
+    initializer_only = copy.deepcopy(neural)
+    initializer_only.config["learned_steps"] = 0  # its initial guess, then classical Anderson
+    solvers: dict[str, Any] = {name: name for name in CLASSICAL}
+    solvers["initializer + anderson"] = initializer_only
+    solvers["neural"] = neural
+    cost = initializer_cost(neural, frozen.deq, frozen.test_inputs[0])
+    log(
+        f"neural solver: {neural.num_parameters()} parameters, trained in "
+        f"{training_seconds:.1f} s, initializer {cost:.4f} of a cell evaluation"
+    )
+
+    def start_of(solver, x):
+        return frozen.deq.initial_state(x, solver if isinstance(solver, eq.Solver) else None)
+
+    curves = {
+        name: torch.cat(
+            [
+                best_residuals(frozen.deq, x, start_of(solver, x), solver, settings.cap)
+                for x in frozen.test_inputs
+            ],
+            dim=1,
         )
-        z = model.deq.cell(sol.z, x)
-        return float((model.classify(z).argmax(1) == labels).float().mean())
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/neural_solvers"))
-    parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--target", type=float, default=1e-3, help="relative residual to reach")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
-    train, test = digits_split()
-    if args.quick:
-        train = (train[0][:256], train[1][:256])
-        test = (test[0][:128], test[1][:128])
-    epochs, solver_epochs, max_iter = (1, 2, 20) if args.quick else (4, 15, 100)
-
-    t0 = time.perf_counter()
-    model = train_model(train, epochs)
-    model_params = sum(p.numel() for p in model.parameters())
-    acc = accuracy_at_budget(model, *test, "anderson", 60)
-    print(
-        f"model: {model_params} parameters, test accuracy {acc:.4f} "
-        f"({time.perf_counter() - t0:.1f} s to train)"
-    )
-
-    train_x = deq_inputs(model, train[0])
-    test_x = deq_inputs(model, test[0])
-    neural = NeuralSolver.for_model(train_x[0], torch.zeros_like(train_x[0]))
-    t0 = time.perf_counter()
-    neural, log = fit_neural_solver(
-        model.deq, train_x, neural, SolverTraining(epochs=solver_epochs, unroll=6, lr=3e-3)
-    )
-    solver_seconds = time.perf_counter() - t0
-    print(
-        f"neural solver: {neural.num_parameters()} parameters "
-        f"({100 * neural.num_parameters() / model_params:.2f}% of the model), "
-        f"trained in {solver_seconds:.1f} s, loss {log.loss[0]:.3f} -> {log.loss[-1]:.3f}"
-    )
-
-    solvers = {**SOLVERS, "neural": neural}
-    # residual vs NFE on the first test batch
-    curves = {}
-    for name, solver in solvers.items():
-        z0 = neural.initial_state(test_x[0]) if name == "neural" else None
-        sol, _ = solve_curve(model, test_x[0], solver, z0, max_iter)
-        curves[name] = sol.rel_trace.max(dim=1).values.tolist()
-    # NFE and wall time to the target, median of 3 timed repeats after a warm-up
-    to_target = {}
-    for name, solver in solvers.items():
-        init = neural if name == "neural" else None
-        nfe_and_time_to(model, test_x, solver, args.target, max_iter, init)  # warm-up
-        runs = [
-            nfe_and_time_to(model, test_x, solver, args.target, max_iter, init) for _ in range(3)
-        ]
-        to_target[name] = dict(
-            nfe=max(runs[0][0]),
-            median_nfe=float(np.median(runs[0][0])),
-            seconds=float(np.median([r[1] for r in runs])),
-            reached=runs[0][2],
-        )
-    budgets = [1, 2, 3, 4, 6, 8]
-    accuracy = {
-        name: [
-            accuracy_at_budget(model, *test, solver, b, neural if name == "neural" else None)
-            for b in budgets
-        ]
         for name, solver in solvers.items()
     }
-    best = min(
-        (n for n in SOLVERS if to_target[n]["reached"]),
-        key=lambda n: to_target[n]["seconds"],
-        default=None,
-    )
+    offset = {name: cost if isinstance(s, NeuralSolver) else 0.0 for name, s in solvers.items()}
+    per_sample = {
+        name: {
+            f"{target:g}": statistics.median(
+                (evaluations_to(curve, target) + offset[name]).tolist()
+            )
+            for target in settings.targets
+        }
+        for name, curve in curves.items()
+    }
+    batches = {
+        name: {
+            f"{target:g}": solve_to(frozen.deq, frozen.test_inputs, s, target, settings.cap)
+            for target in settings.targets
+        }
+        for name, s in solvers.items()
+    }
+    candidates = {
+        name: (
+            lambda s=s: solve_to(frozen.deq, frozen.test_inputs, s, settings.headline, settings.cap)
+        )
+        for name, s in solvers.items()
+    }
+    timings = interleaved(candidates, repeats=settings.repeats, warmup=1, clock=clock)
+    accuracies = {
+        name: [accuracy(frozen, s, b) for b in settings.budgets] for name, s in solvers.items()
+    }
+    full = accuracy(frozen, "anderson", 200)
+    adjoint = {
+        name: adjoint_nfe(frozen, s, settings.headline, settings.cap)
+        for name, s in solvers.items()
+        if name in ("anderson", "neural")
+    }
     results = dict(
-        machine=platform.processor() or platform.machine(),
+        checkpoint=str(checkpoint),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
-        quick=args.quick,
-        model_parameters=model_params,
+        clock="thread CPU" if clock is CLOCKS["cpu"] else "wall",
+        model_parameters=frozen.parameters,
         solver_parameters=neural.num_parameters(),
-        model_test_accuracy=acc,
-        solver_training_seconds=solver_seconds,
-        target_rel_residual=args.target,
-        curves=curves,
-        to_target=to_target,
-        budgets=budgets,
-        accuracy=accuracy,
-        best_classical=best,
+        initializer_parameters=sum(p.numel() for p in neural.initializer.parameters()),
+        initializer_cost=cost,
+        training=dict(
+            seconds=training_seconds,
+            epochs=settings.training.epochs,
+            unroll=settings.training.unroll,
+            batches=len(frozen.train_inputs),
+            batch_size=settings.batch_size,
+            loss=[training_log.loss[0], training_log.loss[-1]],
+            init_error=[training_log.init_error[0], training_log.init_error[-1]],
+        ),
+        test_samples=sum(len(labels) for labels in frozen.test_labels),
+        cap=settings.cap,
+        targets=list(settings.targets),
+        headline=settings.headline,
+        curves={
+            name: {
+                "worst": curve.max(dim=1).values.tolist(),
+                "median": curve.median(dim=1).values.tolist(),
+            }
+            for name, curve in curves.items()
+        },
+        nfe_offset=offset,
+        per_sample_median_nfe=per_sample,
+        batch_nfe={
+            name: {t: [n for n, _ in rows] for t, rows in by_target.items()}
+            for name, by_target in batches.items()
+        },
+        batch_reached={
+            name: {t: all(ok for _, ok in rows) for t, rows in by_target.items()}
+            for name, by_target in batches.items()
+        },
+        seconds={name: timings.median(name) for name in solvers},
+        seconds_ratio_to_neural={name: timings.ratio(name, "neural") for name in solvers},
+        budgets=list(settings.budgets),
+        accuracy=accuracies,
+        converged_accuracy=full,
+        adjoint_nfe=adjoint,
     )
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    report = render(results)
-    (args.out / "report.md").write_text(report)
-    plot(results, args.out / "residual_vs_nfe.png")
-    print(report)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    neural.save(out / "neural_solver.pt")
     return results
 
 
-def render(r: dict) -> str:
-    lines = [
-        f"Digits conv DEQ ({r['model_parameters']} parameters, test accuracy "
-        f"{100 * r['model_test_accuracy']:.1f}%), neural solver {r['solver_parameters']} "
-        f"parameters ({100 * r['solver_parameters'] / r['model_parameters']:.1f}% of the model). "
-        f"torch {r['torch']}, {r['threads']} threads.",
-        "",
-        f"| solver | NFE to rel. residual {r['target_rel_residual']:.0e}, worst batch "
-        f"| median batch | wall time (s), all batches | "
-        + " | ".join(f"acc. % @ {b} NFE" for b in r["budgets"])
-        + " |",
-        "|---|---|---|---|" + "---|" * len(r["budgets"]),
-    ]
-    for name, t in r["to_target"].items():
-        nfe = f"{t['nfe']}" if t["reached"] else f">{t['nfe']} (not reached)"
-        accs = " | ".join(f"{100 * a:.1f}" for a in r["accuracy"][name])
-        lines.append(f"| {name} | {nfe} | {t['median_nfe']:.0f} | {t['seconds']:.3f} | {accs} |")
-    best = r["best_classical"]
-    if best:
-        n, b = r["to_target"]["neural"], r["to_target"][best]
-        shortfall = (
-            ""
-            if n["reached"]
-            else ("; the neural solver left some samples short of the target within the cap")
-        )
-        lines += [
-            "",
-            f"Against the fastest classical solver that reached the target ({best}): "
-            f"{b['median_nfe'] / n['median_nfe']:.2f}x fewer NFE on the median batch, "
-            f"{b['seconds'] / n['seconds']:.2f}x less wall time over all batches{shortfall}.",
-        ]
-    return "\n".join(lines) + "\n"
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/neural_solvers"))
+    parser.add_argument("--checkpoint", type=Path, help="a trained MDEQ (default: train one)")
+    parser.add_argument("--quick", action="store_true", help="tiny run for a fast look")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = Settings.quick() if args.quick else Settings()
+    results = run(args.out, settings, args.checkpoint)
+    from .parts.neural import render
 
-
-def plot(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in r["curves"].items():
-        ax.semilogy(range(1, len(curve) + 1), curve, label=name)
-    ax.axhline(r["target_rel_residual"], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("function evaluations (NFE)")
-    ax.set_ylabel("worst relative residual")
-    ax.set_title("Held-out digits: residual vs NFE")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    section = render(results, args.out)
+    print(section.to_markdown())
+    return results
 
 
 if __name__ == "__main__":

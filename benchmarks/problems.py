@@ -162,3 +162,61 @@ class CountingCell(nn.Module):
     def init_state(self, x: torch.Tensor) -> torch.Tensor:
         init = getattr(self.cell, "init_state", None)
         return init(x) if callable(init) else torch.zeros_like(x)
+
+
+class FlatMDEQCell(nn.Module):
+    """The MDEQ cell on one flat state per sample, so that both libraries solve the same tensor.
+
+    The state (batch, sum of branch sizes) is split into the branches' maps, passed through
+    `equilibria.models.MDEQCell` and flattened back.
+    """
+
+    def __init__(self, cell: nn.Module, shapes: list[tuple[int, int, int]]) -> None:
+        super().__init__()
+        self.cell = cell
+        self.shapes = shapes
+        self.sizes = [c * h * w for c, h, w in shapes]
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        parts = z.split(self.sizes, dim=1)
+        state = tuple(p.view(z.shape[0], *s) for p, s in zip(parts, self.shapes, strict=True))
+        return torch.cat([b.flatten(1) for b in self.cell(state, x)], dim=1)
+
+    def init_state(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], sum(self.sizes))
+
+
+def mdeq(
+    channels: tuple[int, ...] = (24, 24), size: int = 8, batch: int = 32, *, seed: int = 0
+) -> Problem:
+    """The multiscale DEQ's cell (the default `equilibria train` widths) on a random injection.
+
+    The cell is `equilibria.models.MDEQCell` with plain convolutions (no weight normalization,
+    no dropout), its resolutions flattened into one state per sample.
+    """
+    from equilibria.models import MDEQCell
+    from equilibria.models.blocks import branch_sizes
+
+    check_positive_int("size", size)
+    check_positive_int("batch", batch)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    inner = MDEQCell(channels, groups=4)
+    sizes = branch_sizes(size, size, len(channels))
+    shapes = [(c, h, w) for c, (h, w) in zip(channels, sizes, strict=True)]
+    cell = FlatMDEQCell(inner, shapes)
+    features = sum(cell.sizes)
+    x = torch.randn(batch, channels[0], size, size, generator=gen)
+    upstream = torch.randn(batch, features, generator=gen) / batch
+    widths = "+".join(str(c) for c in channels)
+    grids = ", ".join(f"{h}x{w}" for _, h, w in shapes)
+    return Problem(
+        name=f"mdeq {widths}ch {size}x{size}",
+        description=(
+            f"the MDEQ cell (branch blocks + multiscale fusion), channels {list(channels)} at "
+            f"{grids}, flattened to {features} features per sample, batch {batch}"
+        ),
+        cell=cell,
+        x=x,
+        upstream=upstream,
+    )

@@ -13,7 +13,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.docs import render_docs
 from benchmarks.meters import SavedTensorBytes, peak_tensor_bytes
 from benchmarks.parts import gradients, memory, overhead, solvers
-from benchmarks.problems import CountingCell, conv, slow_tanh
+from benchmarks.problems import CountingCell, conv, mdeq, slow_tanh
 from benchmarks.report import Check, Column, Report, Section, Table, format_value
 from benchmarks.timing import interleaved
 
@@ -188,6 +188,50 @@ def test_solvers_part_counts_match_independent_solves(config):
     markdown = section.to_markdown()
     assert f"| {picard['nfe_fwd_text']} |" in markdown
     assert [c.passed for c in section.checks][0] is True  # gradients agree
+
+
+def test_mdeq_problem_is_the_mdeq_cell_on_a_flat_state():
+    problem = mdeq((4, 8), size=4, batch=2)
+    shapes = problem.cell.shapes
+    assert shapes == [(4, 4, 4), (8, 2, 2)]
+    z = torch.randn(2, 4 * 16 + 8 * 4)
+    state = (z[:, :64].view(2, 4, 4, 4), z[:, 64:].view(2, 8, 2, 2))
+    expected = problem.cell.cell(state, problem.x)
+    out = problem.f(z)
+    torch.testing.assert_close(out[:, :64], expected[0].flatten(1))
+    torch.testing.assert_close(out[:, 64:], expected[1].flatten(1))
+    assert problem.z0().shape == z.shape == problem.cell.init_state(problem.x).shape
+
+
+def _solver_row(converged, peer_converged, nfe, peer_nfe):
+    return dict(
+        solver="picard",
+        problem="p",
+        cosine=1.0,
+        step_ratio=0.4,
+        converged=converged,
+        peer_converged=peer_converged,
+        nfe_fwd=nfe,
+        nfe_bwd=nfe,
+        peer_nfe_fwd=peer_nfe,
+        peer_nfe_bwd=peer_nfe,
+    )
+
+
+@pytest.mark.parametrize(
+    "row, passed",
+    [
+        (_solver_row(True, True, 10, 12), True),
+        (_solver_row(True, True, 13, 12), False),
+        (_solver_row(True, False, 50, 20), True),  # only we reach the tolerance
+        (_solver_row(False, True, 5, 20), False),  # only TorchDEQ does
+        (_solver_row(False, False, 20, 20), True),  # neither within the same cap
+        (_solver_row(False, False, 21, 20), False),
+    ],
+)
+def test_solvers_nfe_check_compares_convergence_first(row, passed):
+    nfe_check = solvers.checks([row])[1]
+    assert nfe_check.passed is passed
 
 
 def test_solvers_part_without_torchdeq_skips_its_columns_with_a_note(config, monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import BenchConfig
-from ..mdeq_training import SHARED_MNIST, block, digits, mnist
+from ..mdeq_training import SHARED_MNIST, block, digits, gradient_modes, mnist
 from ..registry import register
 from ..report import Section
 
@@ -39,3 +39,13 @@ def run_mnist(config: BenchConfig) -> Section:
 )
 def run_block(config: BenchConfig) -> Section:
     return block(config)
+
+
+@register(
+    "gradients-digits",
+    "Gradient strategies: final accuracy on digits",
+    order=45,
+    requires=TRAINING_MODULES,
+)
+def run_gradient_modes(config: BenchConfig) -> Section:
+    return gradient_modes(config)

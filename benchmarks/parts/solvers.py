@@ -21,7 +21,7 @@ from .. import peer
 from ..bare import bare_step
 from ..config import BenchConfig
 from ..meters import peak_tensor_bytes
-from ..problems import CountingCell, Problem, conv, slow_tanh
+from ..problems import CountingCell, Problem, conv, mdeq, slow_tanh
 from ..registry import register
 from ..report import Check, Column, Section, Table
 from ..timing import interleaved
@@ -71,6 +71,7 @@ class Settings:
             problems=(
                 lambda: slow_tanh(256, 64, seed=config.seed),
                 lambda: conv(16, 8, 64, seed=config.seed),
+                lambda: mdeq((24, 24), 8, 32, seed=config.seed),
             ),
             variants=(
                 *DEFAULT_VARIANTS,
@@ -334,12 +335,13 @@ def checks(rows: list[dict]) -> list[Check]:
 
     agree = [r for r in rows if r["cosine"] >= GRADIENT_AGREEMENT]
     # a TorchDEQ solve that misses the tolerance within the cap used more NFE than it had
+    # a row where neither library reaches the tolerance within the cap compares the NFE spent
     fewer = [
         r
         for r in rows
-        if r["converged"]
+        if (r["converged"] or not r["peer_converged"])
         and (
-            not r["peer_converged"]
+            (r["converged"] and not r["peer_converged"])
             or (r["nfe_fwd"] <= r["peer_nfe_fwd"] and r["nfe_bwd"] <= r["peer_nfe_bwd"])
         )
     ]
@@ -358,8 +360,8 @@ def checks(rows: list[dict]) -> list[Check]:
             len(agree) == len(rows),
         ),
         Check(
-            "converged, with no more NFE (forward and backward) than TorchDEQ's same-named "
-            "solver needs to reach the tolerance",
+            "converged wherever TorchDEQ's same-named solver converges, with no more NFE "
+            "(forward and backward) than it needs to reach the tolerance",
             f"{len(fewer)}/{len(rows)} rows"
             + (f"; more NFE: {', '.join(more_nfe)}" if more_nfe else ""),
             len(fewer) == len(rows),
