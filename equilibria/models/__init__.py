@@ -84,3 +84,7 @@ __all__ = [
     "ExplicitTransformer",
     "TransformerBlock",
 ]
+
+from .inr import DEQINR, FourierFeatures, FourierMLP, SineCell  # noqa: E402
+
+__all__ += ["DEQINR", "FourierFeatures", "FourierMLP", "SineCell"]
