@@ -13,10 +13,10 @@ from .base import EvaluationBudget, Solver, Step, write_slot
 
 @dataclass
 class AndersonState:
-    dz: torch.Tensor  # (batch, m, features): differences of consecutive iterates
+    dx: torch.Tensor  # (batch, m, features): differences of consecutive z + beta g
     dg: torch.Tensor  # (batch, m, features): differences of consecutive residuals
     gram: torch.Tensor  # (batch, m, m): dg dg^T, updated one row per step
-    z_prev: torch.Tensor | None = None  # the previous iterate and residual
+    x_prev: torch.Tensor | None = None  # the previous z + beta g, and the previous residual
     g_prev: torch.Tensor | None = None
     stored: int = 0  # number of filled history slots
     next_slot: int = 0
@@ -57,7 +57,7 @@ class Anderson(Solver):
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> AndersonState:
         batch, features = z.shape
         return AndersonState(
-            dz=z.new_zeros(batch, self.m, features),
+            dx=z.new_zeros(batch, self.m, features),
             dg=z.new_zeros(batch, self.m, features),
             gram=z.new_zeros(batch, self.m, self.m),
         )
@@ -70,11 +70,13 @@ class Anderson(Solver):
         g: torch.Tensor,
         state: AndersonState,
     ) -> Step:
-        if state.z_prev is None:  # first step: nothing to mix yet
-            state = replace(state, z_prev=z, g_prev=g)
-            return Step(z=z + self.beta * g, fz=None, state=state)
+        # the plain (damped) step x = z + beta g; the history keeps differences of x, so that
+        # z + beta g - (dz + beta dg) gamma = x - dx gamma is one product with one buffer
+        x = torch.add(z, g, alpha=self.beta)
+        if state.x_prev is None:  # first step: nothing to mix yet
+            return Step(z=x, fz=None, state=replace(state, x_prev=x, g_prev=g))
         slot = state.next_slot
-        dz = write_slot(state.dz, 1, slot, z - state.z_prev)
+        dx = write_slot(state.dx, 1, slot, x - state.x_prev)
         dg = write_slot(state.dg, 1, slot, g - state.g_prev)
         # one product gives the Gram matrix's new row (and column) and the right-hand side
         # dg g; unfilled slots hold zeros. Vectors go first: batched vector-matrix products
@@ -84,12 +86,9 @@ class Anderson(Solver):
         gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
         n = min(state.stored + 1, self.m)
         gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype).unsqueeze(1)
-        # z + beta (g - gamma dg) - gamma dz, each history product fused into one baddbmm
-        z_next = torch.add(z, g, alpha=self.beta).unsqueeze(1)
-        z_next = torch.baddbmm(z_next, gamma, dz[:, :n], alpha=-1)
-        z_next = torch.baddbmm(z_next, gamma, dg[:, :n], alpha=-self.beta).squeeze(1)
+        z_next = torch.baddbmm(x.unsqueeze(1), gamma, dx[:, :n], alpha=-1).squeeze(1)
         state = AndersonState(
-            dz=dz, dg=dg, gram=gram, z_prev=z, g_prev=g, stored=n, next_slot=(slot + 1) % self.m
+            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g, stored=n, next_slot=(slot + 1) % self.m
         )
         return Step(z=z_next, fz=None, state=state)
 
