@@ -177,6 +177,8 @@ def test_bad_text_input_is_one_clear_line(tmp_path, corpus, capsys):
     assert code == 2 and "into heads of even width" in err
     code, _, err = run_cli(capsys, "train", *TINY_LM, "lm.network=explicit", "lm.memory=4")
     assert code == 2 and "lm.memory=4 needs lm.network=deq" in err
+    code, _, err = run_cli(capsys, "train", *TINY_LM, "optim.average=0.9")
+    assert code == 2 and "not available for the lm task" in err
 
 
 def test_sample_refuses_a_checkpoint_of_another_task(tmp_path, capsys):

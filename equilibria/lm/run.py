@@ -36,6 +36,11 @@ def train(
     runtime = runtime or Runtime()
     if runtime.distributed:
         raise ConfigError("the lm task trains in one process; launch it without torchrun")
+    if config.optim.average:
+        raise ConfigError(
+            f"optim.average={config.optim.average} (a moving average of the weights) is not "
+            "available for the lm task; set optim.average=0"
+        )
     out = Path(out)
     if checkpoint is None and (out / FILENAME).exists():
         raise CheckpointError(
