@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "evaluate",
     "train_solver",
     "sample",
+    "fit_image",
 )
 
 EXIT_USAGE = 2
