@@ -236,3 +236,33 @@ def test_jitter_settings_are_checked():
         eq.DEQ(TanhCell(3), iteration_jitter=-1)
     with pytest.raises(ValueError, match=r"iteration_jitter must be smaller than max_iter \(5\)"):
         eq.DEQ(TanhCell(3), max_iter=5, iteration_jitter=5)
+
+
+def test_shared_draws_make_penalty_and_cap_decisions_alike_across_processes():
+    def decisions(global_seed: int, shared_seed: int | None) -> list:
+        torch.manual_seed(global_seed)  # each process's own generator differs (dropout, data)
+        penalty = eq.JacobianPenalty(gamma=1.0, p=0.5)
+        found = []
+        for step in range(20):
+            if shared_seed is None:
+                found.append((penalty.draw(), eq.stability.jittered_cap(10, 6)))
+                continue
+            with eq.stability.shared_draws(shared_seed + step):
+                found.append((penalty.draw(), eq.stability.jittered_cap(10, 6)))
+        return found
+
+    assert decisions(1, shared_seed=7) == decisions(2, shared_seed=7)
+    assert decisions(1, shared_seed=None) != decisions(2, shared_seed=None)
+    assert decisions(1, shared_seed=7) != decisions(1, shared_seed=8)
+    caps = [cap for _, cap in decisions(3, shared_seed=0)]
+    assert min(caps) >= 4 and max(caps) <= 10
+
+
+def test_shared_draws_leave_the_global_generator_untouched():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with eq.stability.shared_draws(5):
+        eq.JacobianPenalty(p=0.5).draw()
+        eq.stability.jittered_cap(10, 3)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -7,9 +7,11 @@
 - `correction`: fixed-point correction (losses on states along the solve).
 - `warmstart`: a per-sample cache of fixed points for revisited data.
 - `pretrain`: the unrolled pretraining phase; `jitter`: random iteration caps in training.
+- `draws`: training decisions (penalty on/off, caps) drawn alike on every process.
 """
 
 from .correction import CorrectionStates, FixedPointCorrection
+from .draws import shared_draws
 from .dropout import VariationalDropout, VariationalDropout1d, VariationalDropout2d, masks_held
 from .jacobian import JacobianPenalty, hutchinson_frobenius, jacobian_loss
 from .jitter import jittered_cap
@@ -32,6 +34,7 @@ __all__ = [
     "jittered_cap",
     "masks_held",
     "parametrizations_cached",
+    "shared_draws",
     "spectral_norm",
     "spectral_radius",
     "unroll",

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
 from ..state import State
+from .draws import decision_generator
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,13 @@ class JacobianPenalty:
         check_positive_int("JacobianPenalty probes", self.probes)
 
     def draw(self) -> bool:
-        """Whether this training call computes the penalty: a Bernoulli(p) draw (torch RNG)."""
+        """Whether this training call computes the penalty: a Bernoulli(p) draw (from the
+        `shared_draws` generator when one is active, else torch's global one)."""
         if self.p >= 1.0:
             return True
         if self.p <= 0.0:
             return False
-        return bool(torch.rand(()) < self.p)
+        return bool(torch.rand((), generator=decision_generator()) < self.p)
 
 
 def _parts(state: State) -> Sequence[torch.Tensor]:

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config
 from ..data import ImageData, random_flip, random_shift
+from ..stability import shared_draws
 from .averaging import WeightAverage
 from .checkpoint import FILENAME, CheckpointError, Progress, restore_model, save_checkpoint
 from .distributed import Runtime
@@ -185,17 +186,19 @@ class Trainer:
                     step_seed(config.run.seed, progress.global_step, self.runtime.rank)
                 )
                 x, y = self._batch(indices)
-                sums = train_step(
-                    self.network,
-                    self.model,
-                    x,
-                    y,
-                    self.optimizer,
-                    self.scheduler,
-                    precision=config.run.precision,
-                    label_smoothing=config.optim.label_smoothing,
-                    grad_clip=config.optim.grad_clip,
-                )
+                # penalty draws and iteration caps: the same on every process
+                with shared_draws(step_seed(config.run.seed, progress.global_step)):
+                    sums = train_step(
+                        self.network,
+                        self.model,
+                        x,
+                        y,
+                        self.optimizer,
+                        self.scheduler,
+                        precision=config.run.precision,
+                        label_smoothing=config.optim.label_smoothing,
+                        grad_clip=config.optim.grad_clip,
+                    )
                 if self.average is not None:
                     self.average.update(self.model)
                 self.state.meter.add(**sums)
