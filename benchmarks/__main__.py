@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import DEVICES, BenchConfig
-from .docs import render_docs
+from .docs import write_docs
 from .environment import describe, load_average
 from .registry import Part, discover, select
 from .report import Report, Section
@@ -38,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time with wall-clock time (default on CPU with one thread: thread CPU time)",
     )
-    parser.add_argument("--docs", type=Path, help="also write the README performance section")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="merge this run into the report at PATH (e.g. docs/performance.md) and rewrite "
+        "the README's summary of it",
+    )
     parser.add_argument("--list", action="store_true", help="list the parts and exit")
     return parser.parse_args(argv)
 
@@ -93,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"python -m benchmarks {shlex.join(argv_text)}".strip()
     report = run(selected, config, command)
     if args.docs:
-        args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(render_docs(report, config.out, args.docs))
+        write_docs(report, config.out, args.docs, Path("README.md"))
     print(f"report written to {config.out / 'report.md'}")
     return 0
 

@@ -10,7 +10,7 @@ import equilibria as eq
 from benchmarks import __main__ as cli
 from benchmarks import peer, registry
 from benchmarks.config import BenchConfig
-from benchmarks.docs import render_docs
+from benchmarks.docs import README_END, README_START, render_docs, write_docs
 from benchmarks.meters import SavedTensorBytes, peak_tensor_bytes
 from benchmarks.parts import gradients, memory, overhead, solvers
 from benchmarks.problems import CountingCell, conv, mdeq, slow_tanh
@@ -333,3 +333,31 @@ def test_docs_are_generated_from_the_report(tmp_path):
     # the docs can be rewritten later from the saved report alone
     again = Report.from_json(report.to_json())
     assert again.to_markdown() == report.to_markdown()
+
+
+def _one_part_report(name: str, value: float, date: str) -> Report:
+    section = Section(name, f"Part {name}")
+    table = Table("Numbers", [Column("x", "x", ".1f")])
+    table.add(x=value)
+    section.tables.append(table)
+    section.checks.append(Check(f"{name} target", f"x = {value}", value < 3))
+    report = Report(environment={"CPU": "Some CPU", "date": date}, command=f"bench {name}")
+    report.sections.append(section)
+    return report
+
+
+def test_docs_keep_other_parts_and_rewrite_the_readme_summary(tmp_path):
+    docs = tmp_path / "docs" / "performance.md"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{README_START}\nold text\n{README_END}\n\n## After\n")
+    write_docs(_one_part_report("a", 1.0, "day 1"), tmp_path, docs, readme)
+    write_docs(_one_part_report("b", 5.0, "day 2"), tmp_path, docs, readme)
+    merged = write_docs(_one_part_report("a", 2.0, "day 3"), tmp_path, docs, readme)
+    assert [s.name for s in merged.sections] == ["a", "b"]  # a replaced in place, b kept
+    text = docs.read_text()
+    assert "| 2.0 |" in text and "| 5.0 |" in text and "| 1.0 |" not in text
+    assert "day 3" in text and "day 2" in text
+    summary = readme.read_text()
+    assert "old text" not in summary and summary.endswith(f"{README_END}\n\n## After\n")
+    assert "a target: **met** (x = 2.0)" in summary
+    assert "b target: **NOT met** (x = 5.0)" in summary
