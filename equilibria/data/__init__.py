@@ -1,5 +1,7 @@
 """Image classification data: scikit-learn's digits (bundled), MNIST and CIFAR-10 (files).
 
+Character-level text for language models lives in `text` (`load_text`).
+
 `load_data(name, data_dir, download)` returns an `ImageData` with uint8 images held in memory.
 """
 
@@ -15,6 +17,7 @@ from .cifar import load_cifar10, read_batch
 from .digits import load_digits
 from .idx import read_idx, write_idx
 from .mnist import load_mnist, load_mnist_t10k
+from .text import TextData, Vocabulary, load_text
 
 DATASETS: dict[str, Callable[..., ImageData]] = {
     "digits": lambda data_dir, download: load_digits(),
@@ -47,4 +50,7 @@ __all__ = [
     "read_batch",
     "read_idx",
     "write_idx",
+    "TextData",
+    "Vocabulary",
+    "load_text",
 ]
