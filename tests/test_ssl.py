@@ -20,6 +20,16 @@ from equilibria.ssl import (
 )
 from equilibria.ssl.backbone import count_parameters
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these small models only lose time to threads on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- loss
 
 
