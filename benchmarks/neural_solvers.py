@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 import equilibria as eq
 from equilibria.neural import NeuralSolver, SolverTraining, fit_neural_solver
+from equilibria.state import StateLayout
 
 from .timing import CLOCKS, interleaved
 
@@ -60,7 +61,7 @@ class Settings:
     solver_batches: int = 12
     batch_size: int = 128
     training: SolverTraining = field(
-        default_factory=lambda: SolverTraining(epochs=15, unroll=6, lr=3e-3)
+        default_factory=lambda: SolverTraining(epochs=10, unroll=6, lr=3e-3, init_epochs=50)
     )
     init_width: int = 8
     targets: tuple[float, ...] = (1e-1, 1e-2, 1e-3)
@@ -73,10 +74,18 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            train_overrides=("optim.epochs=3", "data.train_samples=512", "run.sweep=1,2"),
+            train_overrides=(
+                "model.channels=8,8",
+                "model.expansion=2",
+                "model.head_channels=16",
+                "data.train_samples=256",
+                "optim.epochs=2",
+                "run.sweep=1,2",
+                "run.trace_iters=3",
+            ),
             solver_batches=2,
             batch_size=64,
-            training=SolverTraining(epochs=3, unroll=4, lr=3e-3),
+            training=SolverTraining(epochs=3, unroll=4, lr=3e-3, init_epochs=5),
             targets=(1e-1, 1e-2),
             headline=1e-2,
             cap=30,
@@ -177,7 +186,7 @@ def best_residuals(deq: eq.DEQ, x: torch.Tensor, z0: Any, solver: Any, cap: int)
 
     def cell(z):
         fz = deq.cell(z, x)
-        layout = eq.StateLayout.of(z)
+        layout = StateLayout.of(z)
         flat_z, flat_fz = layout.flatten(z), layout.flatten(fz)
         seen.append((flat_fz - flat_z).norm(dim=1) / flat_fz.norm(dim=1).clamp_min(1e-30))
         return fz
@@ -231,7 +240,7 @@ def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[in
     for x, labels in zip(frozen.test_inputs, frozen.test_labels, strict=True):
         with torch.no_grad():
             z_star = deq(x, solver="anderson", tol=1e-6, max_iter=200)
-        layout = eq.StateLayout.of(z_star)
+        layout = StateLayout.of(z_star)
         z = layout.flatten(z_star).requires_grad_()
         fz = layout.flatten(deq.cell(layout.unflatten(z), x))
         out = fz.detach().requires_grad_()

@@ -11,7 +11,9 @@ from equilibria.neural import (
     SolverTraining,
     anderson_weights,
     fit_neural_solver,
+    fixed_point_targets,
 )
+from equilibria.neural.training import fit_initializer, relative_error, unrolled_loss
 
 
 def tiny_deq():
@@ -150,13 +152,84 @@ def test_bad_files_and_wrong_models_get_clear_errors(tmp_path):
 
 def test_image_states_and_tuple_states_get_an_initializer():
     x = torch.randn(2, 8, 6, 6)
-    solver = NeuralSolver.for_model(x, torch.zeros_like(x))
+    solver = NeuralSolver.for_model(x, torch.zeros_like(x), init_width=0)
     assert solver.initial_state(x).shape == x.shape
     mixer = sum(p.numel() for p in solver.mixer.parameters())
     assert solver.num_parameters() == mixer + (8 + 1) * 8  # one 1x1 head: 8 -> 8 channels
     assert mixer < 1000
+    wide = NeuralSolver.for_model(x, torch.zeros_like(x), init_width=4)
+    hidden = 8 * 4 * 9 + 4  # a 3x3 conv 8 -> 4 channels, then the head reads 8 + 4 channels
+    assert wide.num_parameters() == mixer + hidden + (8 + 4 + 1) * 8
+    assert wide.initial_state(x).shape == x.shape
     tuple_solver = NeuralSolver.for_model(x, (torch.zeros(2, 8, 6, 6), torch.zeros(2, 16, 3, 3)))
     fine, coarse = tuple_solver.initial_state(x)
     assert fine.shape == (2, 8, 6, 6) and coarse.shape == (2, 16, 3, 3)
     with pytest.raises(eq.StateMismatchError, match="same number of dimensions"):
         NeuralSolver.for_model(x, torch.zeros(2, 10))
+
+
+def test_initializer_phase_fits_the_fixed_points_without_touching_the_mixer():
+    deq = tiny_deq()
+    xs = batches()
+    solver = NeuralSolver.for_model(xs[0], deq.initial_state(xs[0]))
+    mixer = [p.clone() for p in solver.mixer.parameters()]
+    config = SolverTraining(epochs=1, init_epochs=40, lr=1e-2)
+    targets = [fixed_point_targets(deq, x, config) for x in xs]
+
+    def init_error():
+        with torch.no_grad():
+            return sum(
+                relative_error(solver.initial_state(x), t).mean()
+                for x, t in zip(xs, targets, strict=True)
+            )
+
+    before = init_error()
+    fit_initializer(solver, xs, targets, config)
+    assert init_error() < 0.5 * before
+    assert all(torch.equal(a, b) for a, b in zip(mixer, solver.mixer.parameters(), strict=True))
+
+
+def test_residual_term_enters_the_loss():
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    config = SolverTraining(unroll=3, init_weight=0.0, aux_weight=0.0)
+    target = fixed_point_targets(deq, x, config)
+    plain, _, _ = unrolled_loss(solver, deq, x, target, config, 0.0)
+    weighted = SolverTraining(unroll=3, init_weight=0.0, aux_weight=0.0, residual_weight=1.0)
+    with_residual, _, _ = unrolled_loss(solver, deq, x, target, weighted, 0.0)
+    assert with_residual > plain
+
+
+def test_benchmark_curves_count_every_evaluation_and_the_first_to_reach_a_target():
+    from benchmarks.neural_solvers import best_residuals, evaluations_to
+
+    deq = tiny_deq()
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, deq.initial_state(x))
+    with torch.no_grad():
+        solver.mixer.correction_head.bias.fill_(5.0)  # a poor update: the safeguard steps in
+        solver.mixer.correction_head.weight.normal_(0, 3.0)
+    calls = []
+    counted = eq.DEQ(_Counting(deq.cell, calls), tol=1e-5)
+    curve = best_residuals(counted, x, solver.initial_state(x), solver, 15)
+    assert len(calls) == 15 and curve.shape == (15, 16)  # one row per evaluation
+    assert torch.all(curve[1:] <= curve[:-1])  # best so far
+    first = evaluations_to(curve, 1e-2)
+    reached = curve <= 1e-2
+    for sample in range(16):
+        if reached[:, sample].any():
+            index = int(first[sample]) - 1
+            assert reached[index, sample] and not reached[:index, sample].any()
+        else:
+            assert first[sample] == float("inf")
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, cell, calls):
+        super().__init__()
+        self.cell, self.calls = cell, calls
+
+    def forward(self, z, x):
+        self.calls.append(1)
+        return self.cell(z, x)

@@ -100,18 +100,19 @@ def render(r: dict, out: Path) -> Section:
     accuracy = Table(
         f"Test accuracy % at a fixed NFE budget (fully converged: "
         f"{100 * r['converged_accuracy']:.2f}%)",
-        [Column("solver", "solver")]
-        + [Column(f"a{b}", f"@ {b} NFE", ".2f") for b in r["budgets"]],
+        [Column("solver", "solver")] + [Column(f"a{b}", f"@ {b} NFE", ".2f") for b in r["budgets"]],
     )
     for name, values in r["accuracy"].items():
-        accuracy.add(solver=name, **{f"a{b}": 100 * a for b, a in zip(r["budgets"], values)})
+        accuracy.add(
+            solver=name, **{f"a{b}": 100 * a for b, a in zip(r["budgets"], values, strict=True)}
+        )
     section.tables.append(accuracy)
 
     best = min(CLASSICAL, key=lambda n: _mean(r["batch_nfe"][n][head]))
     ratio = _mean(r["batch_nfe"][best][head]) / _mean(r["batch_nfe"]["neural"][head])
-    sample_ratio = r["per_sample_median_nfe"][best][head] / r["per_sample_median_nfe"]["neural"][
-        head
-    ]
+    sample_ratio = (
+        r["per_sample_median_nfe"][best][head] / r["per_sample_median_nfe"]["neural"][head]
+    )
     fastest = min(CLASSICAL, key=lambda n: r["seconds"][n])
     time_ratio = r["seconds_ratio_to_neural"][fastest]
     equal = all(

@@ -35,6 +35,16 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train-solver",
@@ -46,9 +56,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="a run folder or checkpoint file")
-    parser.add_argument("--epochs", type=_positive_int, default=15, help="passes (default 15)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="passes (default 10)")
     parser.add_argument("--unroll", type=_positive_int, default=6, help="K unrolled steps")
     parser.add_argument("--lr", type=_learning_rate, default=3e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--init-epochs",
+        type=_non_negative_int,
+        default=50,
+        help="passes fitting the initializer alone first (cheap; default 50)",
+    )
+    parser.add_argument(
+        "--init-width",
+        type=_non_negative_int,
+        default=8,
+        help="hidden channels of the initializer (0: linear; default 8)",
+    )
     parser.add_argument("--batches", type=_positive_int, default=8, help="training batches")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
@@ -102,8 +124,15 @@ def run(args: argparse.Namespace) -> int:
         chosen = order[: args.batches * args.batch_size].split(args.batch_size)
         images = [data.inputs(data.train.images[idx], runtime.device) for idx in chosen]
         inputs = deq_inputs(model, deq, images)
-        solver = NeuralSolver.for_model(inputs[0], deq.initial_state(inputs[0]))
-        settings = SolverTraining(epochs=args.epochs, unroll=args.unroll, lr=args.lr)
+        solver = NeuralSolver.for_model(
+            inputs[0],
+            deq.initial_state(inputs[0]),
+            init_width=args.init_width,
+            learned_steps=args.unroll,
+        )
+        settings = SolverTraining(
+            epochs=args.epochs, unroll=args.unroll, lr=args.lr, init_epochs=args.init_epochs
+        )
         solver, log = fit_neural_solver(deq, inputs, solver.to(runtime.device), settings)
     finally:
         distributed.stop(runtime)

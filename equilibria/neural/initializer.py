@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import StateMismatchError
+from ..errors import StateMismatchError, check_positive_int
 
 
 class _PartHead(nn.Module):
-    """Maps the input to one state part: pooled to the part's grid, then a 1x1 mixing layer."""
+    """Maps features to one state part: pooled to the part's grid, then a 1x1 mixing layer."""
 
-    def __init__(self, x_shape: torch.Size, part_shape: torch.Size) -> None:
+    def __init__(self, x_shape: torch.Size, in_features: int, part_shape: torch.Size) -> None:
         super().__init__()
         self.part_shape = tuple(part_shape)
         if len(x_shape) != len(part_shape) or len(x_shape) not in (1, 2, 3):
@@ -28,41 +28,55 @@ class _PartHead(nn.Module):
                 f"sequence input of length {x_shape[0]} cannot initialize a state of length "
                 f"{part_shape[0]}"
             )
-        in_features = x_shape[0] if len(x_shape) == 3 else x_shape[-1]
         out_features = part_shape[0] if len(part_shape) == 3 else part_shape[-1]
         self.mix = nn.Linear(in_features, out_features)
         with torch.no_grad():  # start close to the zero initial state
             self.mix.weight.mul_(0.1)
             self.mix.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:  # (batch, channels, height, width): pool to the part's grid
-            pooled = F.adaptive_avg_pool2d(x, self.part_shape[1:])
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() == 4:  # (batch, channels, height, width): pool to the part's grid
+            pooled = F.adaptive_avg_pool2d(features, self.part_shape[1:])
             return self.mix(pooled.movedim(1, -1)).movedim(-1, 1)
-        return self.mix(x)
+        return self.mix(features)
 
 
 class Initializer(nn.Module):
-    """Predicts z0 from the DEQ input x: one cheap head per state part.
+    """Predicts z0 from the DEQ input x: a shared hidden layer, then one cheap head per part.
 
-    Each head pools x to the part's spatial grid (images) and mixes channels with a 1x1 linear
-    layer, so its size is (input channels + 1) x (part channels): a tiny fraction of a model.
+    The hidden layer (`width` channels; a 3x3 convolution for images, a linear layer otherwise,
+    then ReLU) sees each position's neighbourhood; each part's head pools [x, hidden] to the
+    part's grid and mixes channels with a 1x1 linear layer. `width=0` drops the hidden layer
+    (a linear map of the pooled input).
 
     Args:
         x_shape: per-sample shape of the DEQ input (no batch dimension).
         state_shapes: per-sample shapes of the state's parts.
         structure: "tensor", "tuple" or "list", the structure of the state to return.
+        width: channels of the hidden layer (0: none).
     """
 
     def __init__(
-        self, x_shape: Sequence[int], state_shapes: Sequence[Sequence[int]], structure: str
+        self,
+        x_shape: Sequence[int],
+        state_shapes: Sequence[Sequence[int]],
+        structure: str,
+        width: int = 0,
     ) -> None:
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.state_shapes = [tuple(s) for s in state_shapes]
         self.structure = structure
+        check_positive_int("Initializer width", width, minimum=0)
+        in_features = self.x_shape[0] if len(self.x_shape) == 3 else self.x_shape[-1]
+        self.hidden: nn.Module | None = None
+        if width and len(self.x_shape) == 3:
+            self.hidden = nn.Conv2d(in_features, width, 3, padding=1)
+        elif width:
+            self.hidden = nn.Linear(in_features, width)
         self.heads = nn.ModuleList(
-            _PartHead(torch.Size(x_shape), torch.Size(s)) for s in self.state_shapes
+            _PartHead(torch.Size(x_shape), in_features + width, torch.Size(s))
+            for s in self.state_shapes
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple | list:
@@ -71,7 +85,11 @@ class Initializer(nn.Module):
                 f"this initializer was built for inputs of per-sample shape {self.x_shape}, "
                 f"got {tuple(x.shape[1:])}"
             )
-        parts = [head(x) for head in self.heads]
+        features = x
+        if self.hidden is not None:
+            channel_dim = 1 if x.dim() == 4 else -1
+            features = torch.cat([x, F.relu(self.hidden(x))], dim=channel_dim)
+        parts = [head(features) for head in self.heads]
         if self.structure == "tensor":
             return parts[0]
         return tuple(parts) if self.structure == "tuple" else parts

@@ -42,6 +42,7 @@ class NeuralSolver(nn.Module, Solver):
 
     Args:
         x_shape, state_shapes, structure: what the initializer maps (see `Initializer`).
+        init_width: hidden channels of the initializer (0: a linear map of the pooled input).
         m: history length.
         pooled, hidden: sizes of the mixing network.
         safeguard: fall back to the classical step as described above.
@@ -56,6 +57,7 @@ class NeuralSolver(nn.Module, Solver):
         state_shapes: list[tuple[int, ...]],
         structure: str = "tensor",
         *,
+        init_width: int = 8,
         m: int = 5,
         pooled: int = 8,
         hidden: int = 8,
@@ -67,13 +69,14 @@ class NeuralSolver(nn.Module, Solver):
             x_shape=tuple(x_shape),
             state_shapes=[tuple(s) for s in state_shapes],
             structure=structure,
+            init_width=check_positive_int("NeuralSolver init_width", init_width, 0),
             m=check_positive_int("NeuralSolver m", m, minimum=2),
             pooled=check_positive_int("NeuralSolver pooled", pooled),
             hidden=check_positive_int("NeuralSolver hidden", hidden),
             learned_steps=check_positive_int("NeuralSolver learned_steps", learned_steps, 0),
         )
         self.safeguard = safeguard
-        self.initializer = Initializer(x_shape, state_shapes, structure)
+        self.initializer = Initializer(x_shape, state_shapes, structure, init_width)
         self.mixer = MixingNetwork(m=m, pooled=pooled, hidden=hidden)
 
     @classmethod
@@ -172,6 +175,7 @@ class NeuralSolver(nn.Module, Solver):
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise EquilibriaError(f"{path} is not a neural solver file (format {FORMAT} expected)")
         config = dict(payload["config"])
+        config.setdefault("init_width", 0)  # files from before the initializer's hidden layer
         solver = cls(
             config.pop("x_shape"),
             config.pop("state_shapes"),

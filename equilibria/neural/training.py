@@ -27,6 +27,10 @@ class SolverTraining:
             steps more: weight proportional to the step number).
         lr: Adam learning rate.
         init_weight: weight of the initializer's distance to the fixed point.
+        residual_weight: weight of the relative residual ||f(z) - z|| / ||f(z)|| of the iterates
+            (each step's residual is computed by the next step anyway, so it costs nothing).
+        init_epochs: passes that fit the initializer alone to the fixed points first (cheap:
+            no cell evaluations), so the unrolled phase starts from a good initial guess.
         aux_weight: initial weight of the auxiliary term that keeps the learned correction to
             Anderson's mixing weights small; annealed linearly to 0 over the first half of
             training.
@@ -37,6 +41,8 @@ class SolverTraining:
     unroll: int = 6
     lr: float = 1e-3
     init_weight: float = 1.0
+    residual_weight: float = 0.0
+    init_epochs: int = 0
     aux_weight: float = 0.5
     target_tol: float = 1e-6
     target_max_iter: int = 200
@@ -46,6 +52,8 @@ class SolverTraining:
         check_positive_int("unroll", self.unroll)
         check_nonnegative("lr", self.lr)
         check_nonnegative("init_weight", self.init_weight)
+        check_nonnegative("residual_weight", self.residual_weight)
+        check_positive_int("init_epochs", self.init_epochs, minimum=0)
         check_nonnegative("aux_weight", self.aux_weight)
         check_nonnegative("target_tol", self.target_tol)
         check_positive_int("target_max_iter", self.target_max_iter)
@@ -102,9 +110,11 @@ def unrolled_loss(
     z = layout.flatten(z0)
     init_error = relative_error(z, target).mean()
     history = History.empty(z.detach(), solver.m)
-    step_losses, aux_losses = [], []
-    for _ in range(config.unroll):
+    step_losses, aux_losses, residuals = [], [], []
+    for step in range(config.unroll):
         fz = layout.flatten(deq.cell(layout.unflatten(z), x))
+        if step > 0 and config.residual_weight > 0:
+            residuals.append(relative_error(z, fz).mean())
         history = history.push(z, fz - z)
         z, correction = solver.propose(history)
         step_losses.append(relative_error(z, target).mean())
@@ -113,6 +123,8 @@ def unrolled_loss(
     weights = torch.arange(1, config.unroll + 1, dtype=z.dtype, device=z.device)
     loss = (torch.stack(step_losses) * weights).sum() / weights.sum()
     loss = loss + config.init_weight * init_error
+    if residuals:
+        loss = loss + config.residual_weight * torch.stack(residuals).mean()
     if aux_losses:
         loss = loss + aux_weight * torch.stack(aux_losses).mean()
     return loss, float(step_losses[-1].detach()), float(init_error.detach())
@@ -139,6 +151,8 @@ def fit_neural_solver(
     if solver is None:
         solver = NeuralSolver.for_model(batches[0], deq.initial_state(batches[0]))
     solver.train()
+    if config.init_epochs:
+        fit_initializer(solver, batches, targets, config)
     optimizer = torch.optim.Adam(solver.parameters(), lr=config.lr)
     log = TrainingLog()
     total = config.epochs * len(batches)
@@ -170,6 +184,27 @@ def fit_neural_solver(
         bar.close()
     solver.eval()
     return solver, log
+
+
+def fit_initializer(
+    solver: NeuralSolver,
+    batches: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    config: SolverTraining,
+) -> None:
+    """`config.init_epochs` passes of the initializer alone toward the fixed points."""
+    parameters = list(solver.initializer.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    steps = config.init_epochs * len(batches)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in range(config.init_epochs):
+        for x, target in zip(batches, targets, strict=True):
+            z0 = solver.initial_state(x)
+            loss = relative_error(StateLayout.of(z0).flatten(z0), target).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
 
 
 def _progress(total: int, enabled: bool):
