@@ -27,7 +27,7 @@ def test_inr_part_reports_psnr_evaluations_and_memory(tmp_path):
         torch.set_num_threads(threads)
     (table,) = section.tables
     assert table.column("model") == list(inr.RUNS)
-    reused, cold, explicit = table.rows
+    reused, cold, explicit, explicit_slow = table.rows
     assert all(row["steps"] >= 1 and row["psnr"] > 0 for row in table.rows)
     assert reused["parameters"] == cold["parameters"]
     assert abs(explicit["parameters"] - reused["parameters"]) <= 0.05 * reused["parameters"]
@@ -36,6 +36,7 @@ def test_inr_part_reports_psnr_evaluations_and_memory(tmp_path):
     assert reused["cells"] == pytest.approx(reused["forward_nfe"] + 1)
     assert len(section.checks) == 2
     assert section.checks[0].passed == (cold["cells"] / reused["cells"] >= 3)
-    assert section.checks[1].passed == (reused["psnr"] >= explicit["psnr"])
+    best = max(explicit["psnr"], explicit_slow["psnr"])
+    assert section.checks[1].passed == (reused["psnr"] >= best)
     assert (tmp_path / "inr_psnr.png").is_file()
     assert "PSNR (dB)" in section.to_markdown()

@@ -31,13 +31,13 @@ class Settings:
     width: int
     frequencies: int
     scale: float = 10.0
-    lr: float = 3e-3
+    lr: float = 1e-2
 
     @classmethod
     def for_config(cls, config: BenchConfig) -> Settings:
         if config.quick:
-            return cls(size=64, seconds=6.0, width=64, frequencies=32)
-        return cls(size=256, seconds=90.0, width=128, frequencies=64)
+            return cls(size=64, seconds=5.0, width=64, frequencies=32)
+        return cls(size=256, seconds=60.0, width=128, frequencies=64)
 
     def fit_settings(self, seed: int, **changes: Any) -> FitSettings:
         base = FitSettings(
@@ -52,10 +52,13 @@ class Settings:
         return replace(base, **changes)
 
 
+EXPLICIT_LR = 3e-3  # the explicit network also runs at this rate, in case it suits it better
+
 RUNS = {
     "DEQ, fixed points reused": {},
     "DEQ, every solve from zeros": {"reuse": False},
     "explicit sine MLP (3 layers)": {"explicit": True},
+    f"explicit sine MLP (3 layers), lr {EXPLICIT_LR:g}": {"explicit": True, "lr": EXPLICIT_LR},
 }
 
 
@@ -101,8 +104,11 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
         settings={
             "width": str(s.width),
             "Fourier frequencies": f"{s.frequencies} (scale {s.scale:g})",
-            "optimizer": f"Adam, lr {s.lr:g} cosine-decayed to 10% over the budget",
-            "DEQ": "picard, rel tol 1e-3, max_iter 40, contraction 0.9, Jacobian-free backward",
+            "optimizer": f"Adam, lr {s.lr:g} (unless stated) cosine-decayed to 10% over the budget",
+            "DEQ": (
+                "picard, rel tol 1e-2 in training (1e-3 for the reconstruction), max_iter 40, "
+                "contraction 0.9, Jacobian-free backward"
+            ),
             "clock": config.clock_name,
         },
     )
@@ -126,7 +132,8 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
     for row in rows:
         table.add(**{k: v for k, v in row.items() if k not in ("history", "seconds")})
     section.tables.append(table)
-    reused, cold, explicit = rows
+    reused, cold = rows[:2]
+    explicit = max(rows[2:], key=lambda row: row["psnr"])  # the better learning rate
     ratio = cold["cells"] / reused["cells"]
     section.checks.append(
         Check(
@@ -137,7 +144,7 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
     )
     section.checks.append(
         Check(
-            "DEQ PSNR >= explicit PSNR at equal parameters and time",
+            "DEQ PSNR >= explicit PSNR (its better learning rate) at equal parameters and time",
             f"{reused['psnr']:.2f} dB vs {explicit['psnr']:.2f} dB "
             f"({reused['parameters']:,} vs {explicit['parameters']:,} parameters)",
             reused["psnr"] >= explicit["psnr"],
@@ -165,7 +172,7 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
         f"Reuse cuts the forward solve from {cold['forward_nfe']:.1f} to "
         f"{reused['forward_nfe']:.1f} evaluations per step, so the DEQ takes "
         f"{reused['steps']} steps instead of {cold['steps']} in the same time; the explicit "
-        f"network takes {explicit['steps']}."
+        f"network (at its better learning rate) takes {explicit['steps']}."
     )
     return section
 

@@ -18,12 +18,14 @@ class FitSettings:
         size: side of the square the image is cropped (or, with `resize`, scaled) to.
         steps: training steps (full-batch: every pixel in every step), unless `seconds` is set.
         seconds: train until this much time has passed instead (on the fit's clock).
-        lr: Adam learning rate (cosine-decayed to 10% of it over `steps`; constant with `seconds`).
+        lr: Adam learning rate, cosine-decayed to 10% of it over the steps (or the seconds).
         width, frequencies, scale: hidden width, Fourier frequencies and their spread.
         explicit: fit the explicit `FourierMLP` baseline of `depth` layers, sized to the DEQ's
             parameter count, instead of the `DEQINR`.
         reuse: start each step's solve from the previous step's fixed point.
-        solver, tol, max_iter, backward, contraction: the DEQ's settings.
+        solver, tol, max_iter, backward, contraction: the DEQ's settings. The training
+            tolerance is loose (each step moves the fixed point anyway, and the next step
+            starts from it); the final reconstruction is solved to a tenth of it.
         seed: seed of the weights and Fourier frequencies.
     """
 
@@ -31,7 +33,7 @@ class FitSettings:
     resize: bool = False
     steps: int = 300
     seconds: float | None = None
-    lr: float = 3e-3
+    lr: float = 1e-2
     width: int = 128
     frequencies: int = 64
     scale: float = 10.0
@@ -39,7 +41,7 @@ class FitSettings:
     depth: int = 3
     reuse: bool = True
     solver: str = "picard"
-    tol: float = 1e-3
+    tol: float = 1e-2
     max_iter: int = 40
     backward: str = "onestep"
     contraction: float = 0.9
