@@ -56,6 +56,7 @@ class Settings:
     reuse_tol: float = 1e-3
     reuse_cap: int = 50
     train_samples: int | None = None  # the first N training images only (None: all)
+    model: tuple[str, ...] = ()  # overrides of the DEQ's [model] keys (tests use small ones)
 
     @classmethod
     def for_config(cls, config: BenchConfig) -> Settings:
@@ -70,14 +71,22 @@ def base_config(s: Settings, *overrides: str) -> Config:
     )
 
 
-def matched_explicit(deq_parameters: int) -> tuple[tuple[str, ...], int]:
-    """The explicit backbone (blocks per stage, block expansion) closest in parameters."""
+def matched_explicit(
+    deq_parameters: int, model: tuple[str, ...] = ()
+) -> tuple[tuple[str, ...], int]:
+    """The explicit backbone (blocks per stage, block expansion) closest in parameters, with the
+    DEQ's other [model] settings (`model`)."""
     best = None
     for blocks in (1, 2, 3):
         for expansion in (1, 2, 3, 4, 5, 6):
-            overrides = ("model.arch=resnet", f"resnet_blocks={blocks}", f"expansion={expansion}")
-            model = build_contrastive_model(Config().override(list(overrides)), 1)
-            count = count_parameters(model.backbone)
+            overrides = (
+                *model,
+                "model.arch=resnet",
+                f"resnet_blocks={blocks}",
+                f"expansion={expansion}",
+            )
+            candidate = build_contrastive_model(Config().override(list(overrides)), 1)
+            count = count_parameters(candidate.backbone)
             if best is None or abs(count - deq_parameters) < abs(best[1] - deq_parameters):
                 best = (overrides, count)
     return best
@@ -222,10 +231,10 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
     s = settings or Settings.for_config(config)
     torch.set_num_threads(config.threads)
     data = load_digits().with_train_samples(s.train_samples)
-    deq_config = base_config(s, *DEQ_OVERRIDES)
+    deq_config = base_config(s, *s.model, *DEQ_OVERRIDES)
     torch.manual_seed(s.seed)
     deq_parameters = count_parameters(build_contrastive_model(deq_config, 1).backbone)
-    explicit_overrides, _ = matched_explicit(deq_parameters)
+    explicit_overrides, _ = matched_explicit(deq_parameters, s.model)
     explicit_config = base_config(s, *explicit_overrides)
 
     def fresh(cfg: Config) -> ContrastiveModel:
@@ -274,7 +283,7 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
             "budget": f"{s.budget_s:g} thread CPU s per backbone, 1 thread",
             "DEQ": "channels 24,24, expansion 4, Anderson tol 1e-3, 8 iterations, implicit "
             "backward (8), view 2 from view 1's fixed point",
-            "explicit": ", ".join(explicit_overrides[1:]),
+            "explicit": ", ".join(explicit_overrides[len(s.model) + 1 :]),
             "views": "rotate 15 deg, zoom 0.2, translate 0.15, contrast 0.4, erase 0.5, noise 0.1",
             "probe": "logistic regression (L2 1e-3, L-BFGS 200) on pooled features (48)",
             "load average before": load_average(),
