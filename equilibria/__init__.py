@@ -4,7 +4,7 @@ The output of a DEQ is the fixed point z* = f(z*, x) of one layer, found by a so
 differentiated implicitly, so memory does not grow with depth.
 """
 
-from . import stability
+from . import ssl, stability
 from .backward import BACKWARDS, Backward, Implicit, OneStep, Phantom, Unrolled, make_backward
 from .deq import DEQ, DEQStats
 from .errors import (
@@ -78,4 +78,6 @@ __all__ = [
     "NeuralSolver",
     "SolverTraining",
     "fit_neural_solver",
+    # contrastive pre-training (eq.ssl.nt_xent, eq.ssl.DEQBackbone, ...)
+    "ssl",
 ]
