@@ -234,6 +234,16 @@ def test_solvers_nfe_check_compares_convergence_first(row, passed):
     assert nfe_check.passed is passed
 
 
+def test_solvers_gradient_check_skips_rows_where_a_solve_did_not_converge():
+    agreeing = _solver_row(True, True, 10, 10)
+    unconverged = {**_solver_row(False, False, 20, 20), "cosine": 0.99, "problem": "q"}
+    check = solvers.checks([agreeing, unconverged])[0]
+    assert check.passed is True
+    assert "1/1 rows" in check.measured and "not compared" in check.measured
+    disagreeing = {**_solver_row(True, True, 10, 10), "cosine": 0.99}
+    assert solvers.checks([agreeing, disagreeing])[0].passed is False
+
+
 def test_solvers_part_without_torchdeq_skips_its_columns_with_a_note(config, monkeypatch):
     monkeypatch.setattr(peer, "available", lambda: (False, "TorchDEQ is not installed"))
     settings = tiny_solver_settings(variants=(solvers.Variant("anderson", "anderson"),))
