@@ -315,3 +315,38 @@ def checks(results: Table, scan: Table, s: Settings) -> list[Check]:
             regularized["val_nfe"] < deq["val_nfe"],
         ),
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.lm_training [--budget S] [--out DIR]`: the part with another budget."""
+    import argparse
+    import dataclasses
+    import shlex
+    import sys
+
+    from .__main__ import write
+    from .environment import describe, load_average
+    from .report import Report
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.lm_training", description=__doc__)
+    parser.add_argument("--budget", type=float, default=Settings.budget_s, help="CPU s per model")
+    parser.add_argument("--out", type=Path, default=Path("results/lm"), help="report folder")
+    args = parser.parse_args(argv)
+    config = BenchConfig(out=args.out)
+    config.out.mkdir(parents=True, exist_ok=True)
+    command = (
+        f"python -m benchmarks.lm_training {shlex.join(sys.argv[1:] if argv is None else argv)}"
+    )
+    report = Report(environment=describe(config), command=command.strip())
+    started = time.perf_counter()
+    section = lm_benchmark(config, dataclasses.replace(Settings(), budget_s=args.budget))
+    section.settings["wall time"] = f"{time.perf_counter() - started:.0f} s"
+    report.sections.append(section)
+    report.environment["load average at end (1, 5, 15 min)"] = load_average()
+    write(report, config.out)
+    print(f"report written to {config.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
