@@ -22,7 +22,7 @@ class SSLConfig(Section):
     projection_dim: int = option(32, "output width of the projection head", minimum=1)
     projection_hidden: int = option(128, "hidden width of the projection head", minimum=1)
     pool_grid: int = option(
-        1, "backbone features: each branch averaged to a grid of this size", minimum=1
+        1, "backbone features: each branch rectified, averaged to a grid this size", minimum=1
     )
     reuse: bool = option(
         True, "mdeq only: start the second view's solve from the first view's fixed point"
