@@ -134,11 +134,12 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
     section.tables.append(table)
     reused, cold = rows[:2]
     explicit = max(rows[2:], key=lambda row: row["psnr"])  # the better learning rate
-    ratio = cold["cells"] / reused["cells"]
+    ratio = cold["forward_nfe"] / reused["forward_nfe"]
     section.checks.append(
         Check(
-            f"at least {NFE_RATIO_TARGET:g}x fewer cell evaluations per step with reuse",
-            f"{cold['cells']:.2f} / {reused['cells']:.2f} = {ratio:.2f}x",
+            f"at least {NFE_RATIO_TARGET:g}x fewer solver evaluations per step with reuse",
+            f"{cold['forward_nfe']:.2f} / {reused['forward_nfe']:.2f} = {ratio:.2f}x (all cell "
+            f"evaluations of a step: {cold['cells'] / reused['cells']:.2f}x)",
             ratio >= NFE_RATIO_TARGET,
         )
     )
