@@ -43,6 +43,8 @@ from ..report import Check, Column, Figure, Section, Table
 GIB = 1024**3
 MEMORY_LIMIT = 8 * GIB
 DEQ_OVERRIDES = ("model.arch=mdeq",)
+# the same cell applied 8 times with ordinary backpropagation (the DEQ's pretraining mode, kept on)
+UNROLLED = ("deq.pretrain_depth=8", "deq.pretrain_steps=1000000000")
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,8 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
     )
     for name in ("DEQ (MDEQ trunk)", "explicit, same steps"):
         memory.add(**memory_row(name, trained[name], data, s))
+    unrolled = fresh(base_config(s, *s.model, *DEQ_OVERRIDES, *UNROLLED))
+    memory.add(**memory_row("the DEQ cell unrolled 8 times (backpropagated)", unrolled, data, s))
     section.tables.append(memory)
     section.notes.append(
         "No GPU here: memory is the bytes autograd saves for backward in one training step on "
