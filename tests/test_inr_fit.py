@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from equilibria.cli import main
-from equilibria.extras import MissingExtraError
 from equilibria.inr import FitSettings, ImageError, ImageFit, fit, load_image, pixel_grid, square
 from equilibria.inr.image import Image, psnr, read_image, sample_image
 from equilibria.training.checkpoint import load_checkpoint
@@ -123,7 +122,7 @@ def test_camera_needs_scikit_image_or_is_its_photo():
     try:
         import skimage  # noqa: F401
     except ImportError:
-        with pytest.raises(MissingExtraError, match="pip install scikit-image"):
+        with pytest.raises(ImageError, match="pip install scikit-image"):
             sample_image("camera")
     else:
         assert sample_image("camera").size == (512, 512)

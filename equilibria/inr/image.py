@@ -7,6 +7,7 @@ installed and asked for; any PNG or JPEG file is read with Pillow.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,14 @@ def sample_image(name: str = DEFAULT_IMAGE) -> Image:
         datasets = require("sklearn.datasets", "the default image (scikit-learn's china.jpg)")
         return Image(_to_rgb(datasets.load_sample_image("china.jpg"), "china.jpg"), "china.jpg")
     if name == "camera":
-        data = require(
-            "skimage.data",
-            "the sample image 'camera' (scikit-image)",
-            install="pip install scikit-image",
-        )
+        try:
+            data = importlib.import_module("skimage.data")
+        except ImportError:
+            raise ImageError(
+                "the sample image 'camera' comes from scikit-image, which is not installed; "
+                "install it (pip install scikit-image), or use the default image (china) or an "
+                "image file"
+            ) from None
         return Image(_to_rgb(np.asarray(data.camera()), "camera"), "skimage camera()")
     raise ImageError(f"unknown sample image {name!r}; choose one of {', '.join(SAMPLE_IMAGES)}")
 
