@@ -17,7 +17,8 @@ def _similarities(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tor
         raise ValueError(f"a contrastive batch needs at least 2 samples, got {z1.shape[0]}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    z = torch.cat([z1, z2])
+    z = F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)  # bf16 -> fp32
     logits = z @ z.T / temperature
     return logits.fill_diagonal_(float("-inf"))
 
