@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +99,29 @@ def test_a_run_folder_is_not_overwritten_and_other_checkpoints_are_refused(tmp_p
     foreign = dict(load_checkpoint(tmp_path / "run"), task=None)
     with pytest.raises(CheckpointError, match="not from a contrastive"):
         train(config, tmp_path / "other", checkpoint=foreign, log=quiet)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHARED_DATA / "mnist-t10k-images-idx3-ubyte.gz").is_file(),
+    reason="the MNIST test set is not in ../shared/data",
+)
+def test_a_short_run_on_real_mnist(tmp_path):
+    config = Config().override(
+        [
+            *TINY_SSL,
+            "data.dataset=mnist-t10k",
+            f"data.data_dir={SHARED_DATA}",
+            "data.download=false",
+            "data.train_samples=256",
+            "data.batch_size=64",
+            "model.stem_stride=2",
+            "optim.epochs=1",
+        ]
+    )
+    result = train(config, tmp_path / "mnist", log=quiet)
+    assert result.summary["dataset"] == "mnist-t10k" and result.summary["steps"] == 4
+    assert result.summary["probe_test_accuracy"] > 0.2  # 10 classes: well above chance
