@@ -231,6 +231,13 @@ def accuracy(frozen: Frozen, solver: Any, budget: int) -> float:
     return correct / total
 
 
+def classify_all(frozen: Frozen, solver: Any, budget: int) -> None:
+    """The model's forward on every test batch with at most `budget` evaluations (timed)."""
+    with torch.no_grad():
+        for images in frozen.test_images:
+            frozen.model(images, solver=solver, max_iter=budget, tol=0.0)
+
+
 def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[int]:
     """NFE of the backward (adjoint) solve y = y J + g to `target`, per test batch.
 
@@ -259,15 +266,18 @@ def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[in
 # -------------------------------------------------------------------------- the whole run
 
 
-def run(out: Path, settings: Settings, checkpoint: Path | None = None, log=print) -> dict:
+def run(
+    out: Path, settings: Settings, checkpoint: Path | None = None, log=print, seed: int = 0
+) -> dict:
     """Train (or load) the model, train the neural solver, measure; the results as a dict."""
     out.mkdir(parents=True, exist_ok=True)
     clock = CLOCKS["cpu"] if torch.get_num_threads() == 1 else CLOCKS["wall"]
     if checkpoint is None:
         start = time.perf_counter()
-        checkpoint = train_model(out / "model", settings.train_overrides)
+        checkpoint = train_model(out / "model", (f"run.seed={seed}", *settings.train_overrides))
         log(f"trained the MDEQ in {time.perf_counter() - start:.0f} s")
     frozen = load_frozen(checkpoint, settings)
+    torch.manual_seed(seed)  # the neural solver's initial weights
 
     neural = NeuralSolver.for_model(
         frozen.train_inputs[0],
@@ -332,6 +342,16 @@ def run(out: Path, settings: Settings, checkpoint: Path | None = None, log=print
         name: [accuracy(frozen, s, b) for b in settings.budgets] for name, s in solvers.items()
     }
     full = accuracy(frozen, "anderson", 200)
+    parity = {  # the smallest budget at which each solver matches the converged accuracy
+        name: next((b for b, a in zip(settings.budgets, values, strict=True) if a >= full), None)
+        for name, values in accuracies.items()
+    }
+    forwards = {
+        name: (lambda s=solvers[name], b=budget: classify_all(frozen, s, b))
+        for name, budget in parity.items()
+        if budget is not None
+    }
+    parity_timings = interleaved(forwards, repeats=settings.repeats, warmup=1, clock=clock)
     adjoint = {
         name: adjoint_nfe(frozen, s, settings.headline, settings.cap)
         for name, s in solvers.items()
@@ -339,6 +359,7 @@ def run(out: Path, settings: Settings, checkpoint: Path | None = None, log=print
     }
     results = dict(
         checkpoint=str(checkpoint),
+        seed=seed,
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         clock="thread CPU" if clock is CLOCKS["cpu"] else "wall",
@@ -381,6 +402,8 @@ def run(out: Path, settings: Settings, checkpoint: Path | None = None, log=print
         budgets=list(settings.budgets),
         accuracy=accuracies,
         converged_accuracy=full,
+        parity_budget=parity,
+        parity_seconds={name: parity_timings.median(name) for name in forwards},
         adjoint_nfe=adjoint,
     )
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-
 from ..config import BenchConfig
 from ..neural_solvers import Settings, run
 from ..plots import line_plot
@@ -33,13 +31,32 @@ def run_part(config: BenchConfig) -> Section:
     if config.device != "cpu":
         raise ValueError("the neural solver benchmark runs on the CPU only")
     settings = Settings.quick() if config.quick else Settings()
-    torch.manual_seed(config.seed)
-    results = run(config.out / "neural", settings, log=lambda text: None)
+    results = run(config.out / "neural", settings, log=lambda text: None, seed=config.seed)
     return render(results, config.out)
 
 
 def _mean(values: list[int]) -> float:
     return sum(values) / len(values)
+
+
+def parity_check(r: dict) -> Check:
+    """At the converged accuracy: NFE and time of the neural solver against the classical best."""
+    target = (
+        f"at the fully converged accuracy: at least {NFE_TARGET:g}x fewer NFE and "
+        f"{TIME_TARGET:g}x less time than the best classical solver"
+    )
+    budgets = {n: r["parity_budget"][n] for n in CLASSICAL if r["parity_budget"][n] is not None}
+    neural = r["parity_budget"]["neural"]
+    if not budgets or neural is None:
+        return Check(target, "not reached within the budgets", None if neural else False)
+    nfe_ratio = min(budgets.values()) / (neural + r["nfe_offset"]["neural"])
+    seconds = min(r["parity_seconds"][n] for n in budgets)
+    time_ratio = seconds / r["parity_seconds"]["neural"]
+    return Check(
+        target,
+        f"{nfe_ratio:.2f}x fewer NFE, {time_ratio:.2f}x less time",
+        nfe_ratio >= NFE_TARGET and time_ratio >= TIME_TARGET,
+    )
 
 
 def render(r: dict, out: Path) -> Section:
@@ -79,7 +96,7 @@ def render(r: dict, out: Path) -> Section:
     table = Table(
         "Evaluations to a relative residual (held-out)",
         [Column("solver", "solver")]
-        + [Column(f"s{t}", f"median NFE per sample to {t}", ".1f") for t in targets]
+        + [Column(f"s{t}", f"median NFE per sample to {t}", ".2f") for t in targets]
         + [Column(f"b{t}", f"mean NFE per batch to {t}", ".1f") for t in targets]
         + [
             Column("seconds", f"{r['clock']} s, all batches to {head}", ".3f"),
@@ -91,7 +108,7 @@ def render(r: dict, out: Path) -> Section:
         for t in targets:
             row[f"s{t}"] = r["per_sample_median_nfe"][name][t]
             reached = r["batch_reached"][name][t]
-            mean = _mean(r["batch_nfe"][name][t])
+            mean = _mean(r["batch_nfe"][name][t]) + r["nfe_offset"][name]
             row[f"b{t}"] = mean if reached else f">{mean:.1f} (cap)"
         if name in r["adjoint_nfe"]:
             row["adjoint"] = _mean(r["adjoint_nfe"][name])
@@ -107,9 +124,23 @@ def render(r: dict, out: Path) -> Section:
             solver=name, **{f"a{b}": 100 * a for b, a in zip(r["budgets"], values, strict=True)}
         )
     section.tables.append(accuracy)
+    parity = Table(
+        f"Cost to the fully converged accuracy ({100 * r['converged_accuracy']:.2f}%)",
+        [
+            Column("solver", "solver"),
+            Column("nfe", "smallest NFE budget that matches it"),
+            Column("seconds", f"{r['clock']} s, test set at that budget", ".3f"),
+        ],
+    )
+    for name, budget in r["parity_budget"].items():
+        nfe = None if budget is None else budget + r["nfe_offset"][name]
+        seconds = r["parity_seconds"].get(name)
+        parity.add(solver=name, nfe=None if nfe is None else f"{nfe:g}", seconds=seconds)
+    section.tables.append(parity)
 
     best = min(CLASSICAL, key=lambda n: _mean(r["batch_nfe"][n][head]))
-    ratio = _mean(r["batch_nfe"][best][head]) / _mean(r["batch_nfe"]["neural"][head])
+    neural_nfe = _mean(r["batch_nfe"]["neural"][head]) + r["nfe_offset"]["neural"]
+    ratio = _mean(r["batch_nfe"][best][head]) / neural_nfe
     sample_ratio = (
         r["per_sample_median_nfe"][best][head] / r["per_sample_median_nfe"]["neural"][head]
     )
@@ -136,6 +167,7 @@ def render(r: dict, out: Path) -> Section:
             "yes" if equal else "no",
             equal,
         ),
+        parity_check(r),
         Check(
             f"solver size <= {100 * SIZE_TARGET:g}% of the model",
             f"{100 * share:.2f}%",
