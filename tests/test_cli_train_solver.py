@@ -42,3 +42,10 @@ def test_train_solver_errors_are_one_clear_line(tmp_path, capsys):
         run_cli(capsys, "train-solver", tmp_path, "--epochs", "0")
     assert exit_info.value.code == 2
     assert "--epochs: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_train_solver_rejects_a_negative_initializer_width(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "train-solver", tmp_path, "--init-width", "-1")
+    assert exit_info.value.code == 2
+    assert "--init-width: expected an integer >= 0, got '-1'" in capsys.readouterr().err
