@@ -38,5 +38,7 @@ def test_inr_part_reports_psnr_evaluations_and_memory(tmp_path):
     assert section.checks[0].passed == (cold["forward_nfe"] / reused["forward_nfe"] >= 3)
     best = max(explicit["psnr"], explicit_slow["psnr"])
     assert section.checks[1].passed == (reused["psnr"] >= best)
+    assert all(row["step_seconds"] > 0 for row in table.rows)
+    assert any(note.startswith("Training PSNR after") for note in section.notes)
     assert (tmp_path / "inr_psnr.png").is_file()
     assert "PSNR (dB)" in section.to_markdown()

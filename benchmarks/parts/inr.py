@@ -75,6 +75,7 @@ def measure(name: str, settings: FitSettings, image: Any, config: BenchConfig) -
         "parameters": fitting.parameters,
         "steps": result.steps,
         "seconds": result.seconds,
+        "step_seconds": result.seconds / max(result.steps, 1),
         "psnr": result.psnr,
         "history": result.history,
     }
@@ -122,6 +123,7 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
             Column("model", "model"),
             Column("parameters", "parameters", ","),
             Column("steps", "steps"),
+            Column("step_seconds", f"{config.clock_name} s / step", ".3f"),
             Column("psnr", "PSNR (dB)", ".2f"),
             Column("forward_nfe", "solve NFE / step", ".2f"),
             Column("cells", "cell evaluations / step", ".2f"),
@@ -174,6 +176,12 @@ def run_inr(config: BenchConfig, settings: Settings | None = None) -> Section:
         f"{reused['forward_nfe']:.1f} evaluations per step, so the DEQ takes "
         f"{reused['steps']} steps instead of {cold['steps']} in the same time; the explicit "
         f"network (at its better learning rate) takes {explicit['steps']}."
+    )
+    steps = min(reused["steps"], explicit["steps"])
+    section.notes.append(
+        f"Training PSNR after {steps} steps (per step rather than per second): DEQ "
+        f"{reused['history'][steps - 1]['psnr']:.2f} dB, explicit "
+        f"{explicit['history'][steps - 1]['psnr']:.2f} dB."
     )
     return section
 
