@@ -32,10 +32,11 @@ Every performance figure below comes from one command, which runs the benchmark 
 .venv/bin/python -m benchmarks --docs docs/performance.md  # also rewrite this section
 ```
 
-The parts: `solvers` (against TorchDEQ 0.1.0), `memory` (training memory against depth),
-`overhead` (solver cost against the cell's own cost) and `gradients` (implicit, phantom and
-one-step gradients); `python -m benchmarks --list` prints them. A part that needs a model joins
-the suite as one more module in `benchmarks/parts/` that registers itself.
+The parts are modules in `benchmarks/parts/` that register themselves (`python -m benchmarks
+--list` prints them). Each section below says when and by which command it was last measured:
+`--docs` merges a run of some parts into this report and keeps the others.
+
+{parts}
 
 The comparison with TorchDEQ needs the `bench` extra (`pip install -e '.[bench]'`, which adds
 torchdeq==0.1.0); without it those columns are skipped with a note. The machine below is shared
@@ -112,8 +113,11 @@ def render_docs(report: Report, out: Path, docs_path: Path) -> str:
     env = "\n".join(f"| {key} | {value} |" for key, value in report.environment.items())
     parts = [
         "## Performance",
-        INTRO.format(minutes=max(1, round(minutes))),
-        f"Measured with `{report.command}` on:\n\n| | |\n|---|---|\n{env}",
+        INTRO.format(
+            minutes=max(1, round(minutes)),
+            parts="\n".join(f"- `{name}`: {part.title}" for name, part in discover().items()),
+        ),
+        f"The latest run (`{report.command}`) was on:\n\n| | |\n|---|---|\n{env}",
     ]
     summary = glance(report)
     if summary:
