@@ -351,7 +351,10 @@ def run(
         for name, budget in parity.items()
         if budget is not None
     }
-    parity_timings = interleaved(forwards, repeats=settings.repeats, warmup=1, clock=clock)
+    parity_seconds = {}
+    if forwards:
+        parity_timings = interleaved(forwards, repeats=settings.repeats, warmup=1, clock=clock)
+        parity_seconds = {name: parity_timings.median(name) for name in forwards}
     adjoint = {
         name: adjoint_nfe(frozen, s, settings.headline, settings.cap)
         for name, s in solvers.items()
@@ -403,7 +406,7 @@ def run(
         accuracy=accuracies,
         converged_accuracy=full,
         parity_budget=parity,
-        parity_seconds={name: parity_timings.median(name) for name in forwards},
+        parity_seconds=parity_seconds,
         adjoint_nfe=adjoint,
     )
     (out / "results.json").write_text(json.dumps(results, indent=2))
