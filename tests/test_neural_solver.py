@@ -233,3 +233,42 @@ class _Counting(torch.nn.Module):
     def forward(self, z, x):
         self.calls.append(1)
         return self.cell(z, x)
+
+
+@pytest.mark.slow
+def test_benchmark_pipeline_on_a_tiny_trained_mdeq(tmp_path, capsys):
+    """Train a tiny MDEQ from the command line, then run the whole benchmark on it."""
+    from tiny_runs import tiny
+
+    from benchmarks.neural_solvers import Settings, run
+    from benchmarks.parts.neural import render
+    from equilibria.cli import main
+
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    assert main(["train", "--out", str(tmp_path / "run"), *tiny()]) == 0
+    settings = Settings(
+        solver_batches=1,
+        batch_size=32,
+        training=SolverTraining(epochs=1, unroll=2, init_epochs=2),
+        targets=(1e-1,),
+        headline=1e-1,
+        cap=12,
+        budgets=(1, 2),
+        repeats=1,
+        test_batches=1,
+    )
+    results = run(tmp_path / "bench", settings, tmp_path / "run" / "checkpoint.pt", log=print)
+    assert set(results["curves"]) == {
+        "picard",
+        "anderson",
+        "broyden",
+        "initializer + anderson",
+        "neural",
+    }
+    assert len(results["curves"]["anderson"]["worst"]) == 12
+    assert 0 < results["initializer_cost"] < 1
+    assert results["solver_parameters"] > 0 and results["test_samples"] == 32
+    section = render(results, tmp_path / "bench")
+    assert len(section.checks) == 5 and "solver size" in section.to_markdown()
+    assert (tmp_path / "bench" / "neural_residual_vs_nfe.png").is_file()
