@@ -79,7 +79,7 @@ def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_pa
 
 def test_the_command_line_trains_the_explicit_backbone_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    args = [f"--out={out}", "--task", "ssl", "model.arch=resnet", "ssl.probe_init=false"]
+    args = [f"--out={out}", "--task", "ssl", "arch=resnet", "probe_init=false", "probe_every=1"]
     assert main(["train", *args, *TINY_SSL[1:]]) == 0
     printed = capsys.readouterr().out
     assert "linear-probe test accuracy" in printed and "random-init" not in printed
@@ -87,6 +87,9 @@ def test_the_command_line_trains_the_explicit_backbone_and_resumes(tmp_path, cap
     assert {"checkpoint.pt", "config.json", "curves.png", "metrics.jsonl", "summary.json"} <= names
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backbone"] == "resnet" and summary["train_first_forward_nfe"] is None
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [0.0 <= row["probe_test_accuracy"] <= 1.0 for row in epochs] == [True, True]
+    assert epochs[-1]["probe_test_accuracy"] == summary["probe_test_accuracy"]
     assert main(["train", "--resume", str(out)]) == 0
     assert "already finished its 2 epochs" in capsys.readouterr().out
 
