@@ -74,9 +74,13 @@ class Implicit(Backward):
         self.settings_for(SolveSettings(solver=solver or make_solver("anderson")))
 
     def settings_for(self, forward: SolveSettings) -> SolveSettings:
-        """The adjoint solve's settings: this strategy's values over the forward's."""
+        """The adjoint solve's settings: this strategy's values over the forward's (with the
+        forward solver's `adjoint_solver()` when this strategy names no solver)."""
         return forward.updated(
-            solver=self.solver, tol=self.tol, max_iter=self.max_iter, stop_mode=self.stop_mode
+            solver=self.solver or forward.solver.adjoint_solver(),
+            tol=self.tol,
+            max_iter=self.max_iter,
+            stop_mode=self.stop_mode,
         )
 
     def attach(

@@ -75,6 +75,7 @@ def test_usable_wherever_a_solver_is_accepted():
     torch.testing.assert_close(first, expected.detach())
     assert isinstance(eq.NeuralSolver, type) and eq.DEQ(deq.cell, solver=solver)
     z.sum().backward()
+    assert deq.stats.backward.solver == "anderson"  # the adjoint solve is classical
     sol = eq.solve(lambda v: deq.cell(v, x), solver.initial_state(x), solver, tol=1e-6)
     assert sol.status == eq.Status.CONVERGED
 

@@ -98,6 +98,11 @@ class NeuralSolver(nn.Module, Solver):
         """The learned initial guess z0 for input `x`."""
         return self.initializer(x)
 
+    def adjoint_solver(self) -> Anderson:
+        """Classical Anderson for the implicit backward: the learned parts were fitted to the
+        forward equation (learned steps there measured more evaluations, not fewer)."""
+        return Anderson(m=self.m)
+
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> NeuralState:
         expected = sum(torch.Size(s).numel() for s in self.config["state_shapes"])
         if z.shape[1] != expected:
