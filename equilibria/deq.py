@@ -250,9 +250,10 @@ class DEQ(nn.Module):
         trajectory = Trajectory(layout) if training and self.correction else None
         solve_settings = self._solve_settings(settings, jitter)
         stats = self.stats = self._solve(cell_of, z0, layout, solve_settings, trajectory)
+        if not torch.is_grad_enabled():  # f(z*) is the solve's own last image: no extra call
+            fz = stats.forward.fz
+            return fz if fz is not None else cell_of(stats.forward.z)
         z_star = layout.flatten(stats.forward.z)
-        if not torch.is_grad_enabled():
-            return layout.unflatten(flat_cell(z_star))
         probe = FirstApplication(flat_cell) if training and self._penalty_drawn() else None
         out = layout.unflatten(
             self.backward.attach(probe or flat_cell, z_star, settings, stats.record_backward)

@@ -37,6 +37,8 @@ class Solution:
         abs_trace, rel_trace: residuals of every iterate, shape (iterations, batch).
         status: why the solve stopped (`Status`).
         tol, stop_mode, solver: the settings that produced it.
+        fz: f(z), the function's value at the returned iterates (same structure as z), computed
+            by the solve itself; None where a solve did not keep it.
     """
 
     z: State
@@ -50,6 +52,7 @@ class Solution:
     tol: float
     stop_mode: str
     solver: str
+    fz: State | None = None
 
     @property
     def residual(self) -> torch.Tensor:

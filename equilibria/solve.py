@@ -167,6 +167,7 @@ def solve_with(
         tol=settings.tol,
         stop_mode=settings.stop_mode,
         solver=settings.solver.name,
+        fz=layout.unflatten(result.fz),
     )
     report_failure(solution, settings.on_failure, what)
     return solution

@@ -120,6 +120,33 @@ def test_no_graph_is_built_without_grad():
     assert not z.requires_grad
 
 
+class CallCounter(nn.Module):
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell, self.calls = cell, 0
+
+    def forward(self, z, x):
+        self.calls += 1
+        return self.cell(z, x)
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson", "broyden"])
+def test_without_grad_the_output_is_the_solves_own_last_image(solver):
+    torch.manual_seed(0)
+    cell = CallCounter(TanhCell(6))
+    deq = eq.DEQ(cell, solver, tol=1e-6, max_iter=40).eval()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        out = deq(x)
+        assert cell.calls == deq.stats.forward_nfe  # no application beyond the solve's
+        torch.testing.assert_close(out, cell.cell(deq.stats.forward.z, x), rtol=0, atol=0)
+    sol = eq.solve(
+        lambda z: cell.cell(z, x), torch.zeros(5, 6), solver, max_iter=3, on_failure="ignore"
+    )
+    with torch.no_grad():  # the image of each sample's best iterate, also for unconverged ones
+        torch.testing.assert_close(sol.fz, cell.cell(sol.z, x), rtol=0, atol=0)
+
+
 def test_solver_objects_and_options_are_accepted():
     deq = eq.DEQ(TanhCell(8), eq.Anderson(m=3, beta=0.9))
     assert deq.settings.solver == eq.Anderson(m=3, beta=0.9)

@@ -24,6 +24,7 @@ PROGRESS_FRACTION = 1e-3
 @dataclass
 class LoopResult:
     z: torch.Tensor  # (batch, features) best iterate of each sample
+    fz: torch.Tensor  # f at those iterates
     nfe: int
     abs_residual: torch.Tensor
     rel_residual: torch.Tensor
@@ -65,7 +66,7 @@ def iterate(
     fz = f(z)
     g, abs_res, rel_res = _residuals(z, fz)
     res = rel_res if stop_mode == "rel" else abs_res
-    best_z, best_abs, best_rel, best = z, abs_res, rel_res, res
+    best_z, best_fz, best_abs, best_rel, best = z, fz, abs_res, rel_res, res
     divergence_bound = divergence_ratio * abs_res
     abs_trace, rel_trace = [abs_res], [rel_res]
     state = solver.init(z, fz, g)
@@ -89,9 +90,13 @@ def iterate(
             ]
         ).tolist()  # the loop's one synchronization per iteration
         all_converged, finite, diverged, progressed, all_improved = flags
-        # each sample's best iterate: z where it improved; when every sample did (the usual
-        # case) that is z itself, which saves a pass over the state
-        best_z = z if all_improved else torch.where(improved.unsqueeze(1), z, best_z)
+        # each sample's best iterate (and its image): z where it improved; when every sample
+        # did (the usual case) that is z itself, which saves passes over the state
+        if all_improved:
+            best_z, best_fz = z, fz
+        else:
+            best_z = torch.where(improved.unsqueeze(1), z, best_z)
+            best_fz = torch.where(improved.unsqueeze(1), fz, best_fz)
         nonfinite = not finite
         stalled = 0 if progressed else stalled + 1
         if nonfinite:
@@ -133,6 +138,7 @@ def iterate(
         best = best_rel if stop_mode == "rel" else best_abs
     return LoopResult(
         z=best_z,
+        fz=best_fz,
         nfe=f.count,
         abs_residual=best_abs,
         rel_residual=best_rel,
