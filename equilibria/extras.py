@@ -21,5 +21,5 @@ def require(module: str, purpose: str, install: str = TRAIN_EXTRA) -> ModuleType
     except ImportError as error:
         raise MissingExtraError(
             f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed "
-            f"({error}); install the training extras with: {install}"
+            f"({error}); install it with: {install}"
         ) from None
