@@ -104,7 +104,6 @@ def test_implicit_gradients_match_backpropagation_through_the_solver(norm):
         torch.testing.assert_close(implicit[name], unrolled[name], atol=1e-8, rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_gradcheck_of_the_equilibrium_wrt_injection_and_memory():
     torch.manual_seed(2)
     backward = eq.Implicit(tol=1e-12, stop_mode="abs", max_iter=200)
