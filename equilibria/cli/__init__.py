@@ -1,4 +1,4 @@
-"""The `equilibria` command line: `train`, `eval CHECKPOINT` and `train-solver CHECKPOINT`.
+"""The `equilibria` command line: `train`, `eval`, `train-solver`, `sample` and `fit-image`.
 
 User mistakes (a bad config key, missing data, an unusable checkpoint, a missing optional
 package) end with one line on stderr and exit status 2; a training run stopped by Ctrl-C saves a

@@ -11,7 +11,9 @@ TRAIN_PACKAGES = {
 }
 
 
-def check_packages(packages: dict[str, str] = TRAIN_PACKAGES) -> None:
-    """Raise MissingExtraError (naming `pip install "equilibria[train]"`) for the first missing."""
+def check_packages(packages: dict[str, str] = TRAIN_PACKAGES, *, digits: bool = True) -> None:
+    """Raise MissingExtraError (naming `pip install "equilibria[train]"`) for the first missing;
+    scikit-learn only when the run reads the digits (`digits`)."""
     for module, purpose in packages.items():
-        require(module, f"equilibria's command line ({purpose})")
+        if module != "sklearn" or digits:
+            require(module, f"equilibria's command line ({purpose})")

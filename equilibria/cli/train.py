@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         config = Config.load(args.config) if args.config else Config()
         config = config.override(args.overrides + flag_overrides(args))
         out = args.out or default_out(config)
-    check_packages()
+    check_packages(digits=config.run.task != "lm" and config.data.dataset == "digits")
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     runtime = distributed.start(config.run.device)
