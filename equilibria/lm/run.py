@@ -12,9 +12,9 @@ from ..config import Config, ConfigError
 from ..data.text import load_text
 from ..training.checkpoint import FILENAME, CheckpointError
 from ..training.distributed import Runtime
+from ..training.loop import StepHook
 from ..training.metrics import write_json
 from ..training.run import RunResult
-from ..training.trainer import StepHook
 from .model import build_language_model, context_length
 from .report import finalize
 from .trainer import LMTrainer

@@ -18,13 +18,14 @@ from ..config import Config, ConfigError
 from ..data import ImageData, load_data
 from ..training.checkpoint import FILENAME, CheckpointError
 from ..training.distributed import Runtime
+from ..training.loop import StepHook
 from ..training.metrics import write_json, write_jsonl
 from ..training.report import SUMMARY, machine
 from ..training.run import RunResult
 from .backbone import count_parameters
 from .model import ContrastiveModel, build_contrastive_model
 from .plots import plot_contrastive_curves
-from .trainer import ContrastiveTrainer, StepHook
+from .trainer import ContrastiveTrainer
 
 
 def train(
@@ -73,9 +74,9 @@ def train(
         f"({len(data.train)} train / {len(data.test)} test images), {runtime.device}; "
         f"writing to {out}"
     )
-    status = trainer.run()
-    result = RunResult(status, out, trainer.checkpoint_path)
-    if status == "interrupted":
+    outcome = trainer.run()
+    result = RunResult(outcome.status, out, trainer.checkpoint_path, signal=outcome.signal)
+    if outcome.status == "interrupted":
         return result
     result.summary = finalize(config, data, model, trainer, out)
     result.total_seconds = time.perf_counter() - started

@@ -7,7 +7,6 @@ never stopped.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,42 +16,34 @@ import torch
 
 from ..config import Config
 from ..data import ImageData
-from ..training.checkpoint import (
-    FILENAME,
-    CheckpointError,
-    Progress,
-    restore_model,
-    save_checkpoint,
-)
+from ..training.checkpoint import restore_model
 from ..training.distributed import Runtime
-from ..training.interrupt import StopRequest
-from ..training.metrics import Meter, write_jsonl
-from ..training.optim import build_optimizer, build_scheduler
-from ..training.progress import ProgressBar
-from ..training.sampling import step_seed, steps_per_epoch, train_batches
+from ..training.loop import EpochLoop, Outcome, StepHook, TrainState
+from ..training.metrics import Meter
+from ..training.sampling import steps_per_epoch, train_batches
 from .augment import ViewAugment
 from .engine import contrastive_step
 from .model import ContrastiveModel
 from .probe import probe_backbone
 
-StepHook = Callable[[int], None]
+__all__ = ["ContrastiveTrainer", "SSLState", "StepHook", "describe_epoch"]
 
 
 @dataclass
-class SSLState:
+class SSLState(TrainState):
     """What a checkpoint restores: progress, finished epochs, the partial sums of the epoch in
     progress (`meter`: loss, first view; `second`: the second view's solves) and the probe of
     the backbone at initialisation."""
 
-    progress: Progress = field(default_factory=Progress)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    meter: Meter = field(default_factory=Meter)
     second: Meter = field(default_factory=Meter)
     init_probe: dict[str, Any] | None = None
 
 
-class ContrastiveTrainer:
+class ContrastiveTrainer(EpochLoop):
     """Trains `model` on the images of `data` (labels unused) as `config` says, in `out`."""
+
+    restore_mismatch = "a contrastive run of the config it holds"
+    state: SSLState
 
     def __init__(
         self,
@@ -66,23 +57,21 @@ class ContrastiveTrainer:
         on_step: StepHook | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.config, self.data, self.runtime, self.out = config, data, runtime, Path(out)
-        self.model = model.to(runtime.device)
-        self.steps_per_epoch = steps_per_epoch(len(data.train), config.data.batch_size)
-        self.optimizer = build_optimizer(config.optim, self.model.parameters())
-        self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch)
+        super().__init__(
+            config,
+            data,
+            model,
+            runtime,
+            out,
+            steps_per_epoch=steps_per_epoch(len(data.train), config.data.batch_size),
+            on_step=on_step,
+            log=log,
+        )
         self.augment = ViewAugment.from_config(config.ssl)
         black = [(0.0 - m) / s for m, s in zip(data.mean, data.std, strict=True)]
         self.fill = torch.tensor(black, device=runtime.device)
-        self.state = SSLState()
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.on_step = on_step
-        self.log = log
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / FILENAME
 
     def probe(self) -> dict[str, Any]:
         """The linear probe of the backbone as it is now."""
@@ -97,117 +86,77 @@ class ContrastiveTrainer:
         )
 
     def _restore(self, checkpoint: dict) -> None:
-        source = str(self.checkpoint_path)
-        restore_model(self.model, checkpoint["model"], source)
-        try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.scheduler.load_state_dict(checkpoint["scheduler"])
-            self.state = SSLState(
-                checkpoint["progress"],
-                [dict(row) for row in checkpoint["history"]],
-                Meter(**checkpoint["meter"]),
-                Meter(**checkpoint["second"]),
-                checkpoint.get("init_probe"),
-            )
-        except (ValueError, KeyError, TypeError, RuntimeError) as error:
-            raise CheckpointError(
-                f"the optimizer, schedule or metrics in {source} do not fit a contrastive run of "
-                f"the config it holds: {error}"
-            ) from None
+        restore_model(self.model, checkpoint["model"], str(self.checkpoint_path))
+        super()._restore(checkpoint)
 
-    def save(self) -> None:
-        save_checkpoint(
-            self.checkpoint_path,
-            config=self.config.to_dict(),
-            model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            progress=self.state.progress,
-            history=self.state.history,
-            meter=self.state.meter.state(),
-            second=self.state.second.state(),
-            init_probe=self.state.init_probe,
-            task="ssl",
+    def _new_state(self, checkpoint: dict | None = None) -> SSLState:
+        if checkpoint is None:
+            return SSLState()
+        return SSLState(
+            checkpoint["progress"],
+            [dict(row) for row in checkpoint["history"]],
+            Meter(**checkpoint["meter"]),
+            Meter(**checkpoint["second"]),
+            checkpoint.get("init_probe"),
         )
 
-    def run(self) -> str:
-        """Train until `config.optim.epochs` epochs are done ("finished") or a stop is
-        requested ("interrupted", after saving)."""
-        progress = self.state.progress
+    def _fresh_meters(self) -> None:
+        self.state.meter, self.state.second = Meter(), Meter()
+
+    def _checkpoint_extras(self) -> dict[str, Any]:
+        return {
+            "second": self.state.second.state(),
+            "init_probe": self.state.init_probe,
+            "task": "ssl",
+        }
+
+    def run(self) -> Outcome:
+        """Probe the backbone at initialisation when asked (once), then train until
+        `config.optim.epochs` epochs are done or a stop is requested (after saving)."""
         if self.config.ssl.probe_init and self.state.init_probe is None:
             self.state.init_probe = self.probe()
             self.log(
                 f"linear probe of the backbone at initialisation: test "
                 f"{100 * self.state.init_probe['test_accuracy']:.2f}%"
             )
-        with StopRequest() as stop:
-            while progress.epoch < self.config.optim.epochs:
-                started = time.perf_counter()
-                if self._epoch(stop):
-                    progress.train_seconds += time.perf_counter() - started
-                    self.save()
-                    return "interrupted"
-                self._finish_epoch(started)
-                if stop.requested:
-                    return "interrupted"
-        progress.finished = True
-        self.save()
-        return "finished"
+        return super().run()
 
-    def _epoch(self, stop: StopRequest) -> bool:
-        """Run the rest of the current epoch; True when stopped early on request."""
-        progress, config = self.state.progress, self.config
-        batches = train_batches(
-            len(self.data.train), config.data.batch_size, config.run.seed, progress.epoch
+    def _epoch_batches(self) -> list[torch.Tensor]:
+        config = self.config
+        return train_batches(
+            len(self.data.train), config.data.batch_size, config.run.seed, self.state.progress.epoch
         )
-        bar = ProgressBar(
-            len(batches),
-            initial=progress.step_in_epoch,
-            description=f"epoch {progress.epoch + 1}/{config.optim.epochs}",
-            enabled=config.run.progress,
-        )
-        with bar:
-            for indices in batches[progress.step_in_epoch :]:
-                seed = step_seed(config.run.seed, progress.global_step)
-                torch.manual_seed(seed)
-                x = self.data.inputs(self.data.train.images[indices], self.runtime.device)
-                sums, second = contrastive_step(
-                    self.model,
-                    x,
-                    self.augment,
-                    torch.Generator().manual_seed(seed),
-                    self.optimizer,
-                    self.scheduler,
-                    temperature=config.ssl.temperature,
-                    fill=self.fill,
-                    precision=config.run.precision,
-                    grad_clip=config.optim.grad_clip,
-                )
-                self.state.meter.add(**sums)
-                self.state.second.add(**second)
-                progress.step_in_epoch += 1
-                progress.global_step += 1
-                bar.update(self.state.meter)
-                if self.on_step is not None:
-                    self.on_step(progress.global_step)
-                if stop.requested:
-                    return True
-        return False
 
-    def _finish_epoch(self, started: float) -> None:
-        """Record the epoch (with a probe when due), write the metrics file and checkpoint."""
-        progress, config = self.state.progress, self.config
-        record: dict[str, Any] = {
-            "epoch": progress.epoch + 1,
-            "step": progress.global_step,
-            "lr": self.scheduler.get_last_lr()[0],
-        }
+    def _step(self, indices: torch.Tensor) -> dict[str, float]:
+        config = self.config
+        seed = self._seed(self.state.progress.global_step)  # torch is seeded with it already
+        x = self.data.inputs(self.data.train.images[indices], self.runtime.device)
+        sums, second = contrastive_step(
+            self.model,
+            x,
+            self.augment,
+            torch.Generator().manual_seed(seed),
+            self.optimizer,
+            self.scheduler,
+            temperature=config.ssl.temperature,
+            fill=self.fill,
+            precision=config.run.precision,
+            grad_clip=config.optim.grad_clip,
+        )
+        self.state.second.add(**second)
+        return sums
+
+    def _epoch_fields(self) -> dict[str, Any]:
+        """The epoch's loss and pair accuracy, both views' solves, and a probe when due."""
+        config, epoch = self.config, self.state.progress.epoch + 1
         means = self.state.meter.means()
-        record["train_loss"] = means["train_loss"]
-        record["train_contrastive_accuracy"] = means["train_accuracy"]
+        fields: dict[str, Any] = {
+            "train_loss": means["train_loss"],
+            "train_contrastive_accuracy": means["train_accuracy"],
+        }
         if self.model.is_equilibrium:
             second = self.state.second.means()
-            record.update(
+            fields.update(
                 first_forward_nfe=means["train_forward_nfe"],
                 second_forward_nfe=second["train_forward_nfe"],
                 first_residual=means["train_residual"],
@@ -217,18 +166,12 @@ class ContrastiveTrainer:
                 train_backward_nfe=means["train_backward_nfe"],
             )
         every = config.ssl.probe_every
-        if every and (progress.epoch + 1) % every == 0 and progress.epoch + 1 < config.optim.epochs:
-            record["probe_test_accuracy"] = self.probe()["test_accuracy"]
-        seconds = time.perf_counter() - started
-        progress.train_seconds += seconds
-        progress.epoch += 1
-        progress.step_in_epoch = 0
-        record.update(epoch_seconds=seconds, train_seconds=progress.train_seconds)
-        self.state.history.append(record)
-        self.state.meter, self.state.second = Meter(), Meter()
-        self.save()
-        write_jsonl(self.out / "metrics.jsonl", self.state.history)
-        self.log(describe_epoch(record, config.optim.epochs))
+        if every and epoch % every == 0 and epoch < config.optim.epochs:
+            fields["probe_test_accuracy"] = self.probe()["test_accuracy"]
+        return fields
+
+    def _describe(self, record: dict[str, Any]) -> str:
+        return describe_epoch(record, self.config.optim.epochs)
 
 
 def describe_epoch(record: dict[str, Any], epochs: int) -> str:

@@ -15,9 +15,10 @@ from ..data import load_data
 from ..models import build_model
 from .checkpoint import FILENAME, CheckpointError
 from .distributed import Runtime
+from .loop import StepHook
 from .metrics import write_json
 from .report import finalize
-from .trainer import StepHook, Trainer
+from .trainer import Trainer
 
 
 @dataclass
