@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..deq import DEQStats
-from ..errors import NonFiniteError
-from ..training.engine import autocast
+from ..training.engine import autocast, penalized, update
 from .augment import ViewAugment
 from .loss import contrastive_correct, nt_xent
 from .model import ContrastiveModel
@@ -47,22 +45,9 @@ def contrastive_step(
     with autocast(x.device, precision):
         pair = model(first, second)
     loss = nt_xent(pair.first.float(), pair.second.float(), temperature)
-    total = loss
     solves = [s for s in (pair.first_stats, pair.second_stats) if s is not None]
-    for stats in solves:
-        if stats.jacobian_loss is not None:
-            total = total + stats.jacobian_loss.float()
-    if not bool(torch.isfinite(total)):
-        raise NonFiniteError(
-            f"the contrastive loss became {float(total)} (the model diverged); lower optim.lr, "
-            "set optim.grad_clip, or add a Jacobian penalty (deq.jacobian_gamma)"
-        )
-    total.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
+    total = penalized(loss, *solves)
+    update(total, model, optimizer, scheduler, grad_clip=grad_clip, what="contrastive loss")
     count = x.shape[0]  # per image: the loss and the share of its two views found correctly
     sums = {
         "loss": float(loss.detach()) * count,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData, ImageSplit
+from ..deq import DEQStats
 from ..errors import NonFiniteError
 from .distributed import Runtime
 from .sampling import shard
@@ -18,6 +19,51 @@ from .sampling import shard
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """bf16 autocast for precision "bf16", a no-op context for "fp32"."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def penalized(loss: torch.Tensor, *solves: DEQStats | None) -> torch.Tensor:
+    """`loss` plus the Jacobian penalty of each solve (None: no solve) that has one."""
+    total = loss
+    for stats in solves:
+        if stats is not None and stats.jacobian_loss is not None:
+            total = total + stats.jacobian_loss.float()
+    return total
+
+
+def update(
+    total: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    grad_clip: float = 0.0,
+    what: str = "training loss",
+) -> None:
+    """Backpropagate `total` (refused when not finite: the model diverged), clip the gradient
+    norm of `model` to `grad_clip` (when positive), and step the optimizer and schedule."""
+    if not bool(torch.isfinite(total)):
+        raise NonFiniteError(
+            f"the {what} became {float(total)} (the model diverged); lower optim.lr, "
+            "set optim.grad_clip, or add a Jacobian penalty (deq.jacobian_gamma)"
+        )
+    total.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def solve_sums(stats: DEQStats, samples_per_solve: int = 1) -> dict[str, float]:
+    """A step's solver sums for a `Meter`; each solved sample counts `samples_per_solve`
+    samples in the converged count (the positions of a sequence, say)."""
+    return {
+        "forward_nfe": stats.forward_nfe,
+        "backward_nfe": stats.backward_nfe or 0,
+        "residual": float(stats.forward.residual.float().mean()),
+        "converged": float(stats.converged.sum()) * samples_per_solve,
+        "jacobian": float(stats.jacobian_frobenius_sq or 0.0),
+    }
 
 
 def train_step(
@@ -43,19 +89,7 @@ def train_step(
         logits = network(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     stats = getattr(model, "stats", None)
-    total = loss
-    if stats is not None and stats.jacobian_loss is not None:
-        total = loss + stats.jacobian_loss.float()
-    if not bool(torch.isfinite(total)):
-        raise NonFiniteError(
-            f"the training loss became {float(total)} (the model diverged); lower optim.lr, "
-            "set optim.grad_clip, or add a Jacobian penalty (deq.jacobian_gamma)"
-        )
-    total.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    scheduler.step()
+    update(penalized(loss, stats), model, optimizer, scheduler, grad_clip=grad_clip)
     count = y.shape[0]
     sums = {
         "loss": float(loss.detach()) * count,
@@ -64,13 +98,7 @@ def train_step(
         "steps": 1,
     }
     if stats is not None:
-        sums.update(
-            forward_nfe=stats.forward_nfe,
-            backward_nfe=stats.backward_nfe or 0,
-            residual=float(stats.forward.residual.float().mean()),
-            converged=float(stats.converged.sum()),
-            jacobian=float(stats.jacobian_frobenius_sq or 0.0),
-        )
+        sums.update(solve_sums(stats))
     return sums
 
 
