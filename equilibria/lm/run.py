@@ -10,11 +10,9 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data.text import load_text
-from ..training.checkpoint import FILENAME, CheckpointError
 from ..training.distributed import Runtime
 from ..training.loop import StepHook
-from ..training.metrics import write_json
-from ..training.run import RunResult
+from ..training.run import RunResult, check_new_run, trained_in, write_run_config
 from .model import build_language_model, context_length
 from .report import finalize
 from .trainer import LMTrainer
@@ -42,19 +40,14 @@ def train(
             "available for the lm task; set optim.average=0"
         )
     out = Path(out)
-    if checkpoint is None and (out / FILENAME).exists():
-        raise CheckpointError(
-            f"{out} already holds a run ({out / FILENAME}); continue it with --resume {out}, "
-            "or choose another --out"
-        )
+    check_new_run(out, checkpoint)
     lm = config.lm
     data = load_text(lm.text, lm.val_fraction)
     what = "lm.seq_len + lm.memory" if lm.memory else "lm.seq_len"
     data.check_length(context_length(config), what)
     torch.manual_seed(config.run.seed)
     model = build_language_model(config, len(data.vocab))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.to_dict())
+    write_run_config(config, out, runtime)
     trainer = LMTrainer(
         config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
     )
@@ -81,7 +74,7 @@ def train(
         s = result.summary
         nfe = f", mean forward NFE {s['val_forward_nfe']:.1f}" if s["val_forward_nfe"] else ""
         result.headline = (
-            f"validation {s['val_bpc']:.3f} bits per character{nfe}, trained in "
-            f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all)"
+            f"validation {s['val_bpc']:.3f} bits per character{nfe}, "
+            f"{trained_in(s['train_seconds'], result.total_seconds)}"
         )
     return result

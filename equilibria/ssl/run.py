@@ -16,12 +16,12 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data import ImageData, load_data
-from ..training.checkpoint import FILENAME, CheckpointError
+from ..training.checkpoint import CheckpointError
 from ..training.distributed import Runtime
 from ..training.loop import StepHook
 from ..training.metrics import write_json, write_jsonl
 from ..training.report import SUMMARY, machine
-from ..training.run import RunResult
+from ..training.run import RunResult, check_new_run, trained_in, write_run_config
 from .backbone import count_parameters
 from .model import ContrastiveModel, build_contrastive_model
 from .plots import plot_contrastive_curves
@@ -50,11 +50,7 @@ def train(
             "batch); start it without torchrun"
         )
     out = Path(out)
-    if checkpoint is None and (out / FILENAME).exists():
-        raise CheckpointError(
-            f"{out} already holds a run ({out / FILENAME}); continue it with --resume {out}, "
-            "or choose another --out"
-        )
+    check_new_run(out, checkpoint)
     if checkpoint is not None and checkpoint.get("task") != "ssl":
         raise CheckpointError(
             "the checkpoint to resume is not from a contrastive (run.task=ssl) run"
@@ -63,8 +59,7 @@ def train(
     data = data.with_train_samples(config.data.train_samples)
     torch.manual_seed(config.run.seed)
     model = build_contrastive_model(config, data.shape[0])
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.to_dict())
+    write_run_config(config, out, runtime)
     trainer = ContrastiveTrainer(
         config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
     )
@@ -94,7 +89,7 @@ def train(
     )
     result.headline = (
         f"linear-probe test accuracy {100 * s['probe_test_accuracy']:.2f}%{floor}{nfe}, "
-        f"trained in {s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all)"
+        f"{trained_in(s['train_seconds'], result.total_seconds)}"
     )
     return result
 

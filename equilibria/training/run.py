@@ -35,6 +35,27 @@ class RunResult:
     headline: str = ""
 
 
+def check_new_run(out: Path, checkpoint: dict | None) -> None:
+    """Refuse to start a new run (no `checkpoint` to continue) in a folder that holds one."""
+    if checkpoint is None and (out / FILENAME).exists():
+        raise CheckpointError(
+            f"{out} already holds a run ({out / FILENAME}); continue it with --resume {out}, "
+            "or choose another --out"
+        )
+
+
+def write_run_config(config: Config, out: Path, runtime: Runtime) -> None:
+    """Create `out` and write the run's `config.json` there (rank 0)."""
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config.to_dict())
+
+
+def trained_in(train_seconds: float, total_seconds: float) -> str:
+    """The end of a run's headline: its training time and its time in all."""
+    return f"trained in {train_seconds:.1f} s ({total_seconds:.1f} s in all)"
+
+
 def train(
     config: Config,
     out: Path,
@@ -52,18 +73,12 @@ def train(
     started = time.perf_counter()
     runtime = runtime or Runtime()
     out = Path(out)
-    if checkpoint is None and (out / FILENAME).exists():
-        raise CheckpointError(
-            f"{out} already holds a run ({out / FILENAME}); continue it with --resume {out}, "
-            "or choose another --out"
-        )
+    check_new_run(out, checkpoint)
     data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
     data = data.with_train_samples(config.data.train_samples)
     torch.manual_seed(config.run.seed)
     model = build_model(config, data.shape, data.classes)
-    if runtime.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
+    write_run_config(config, out, runtime)
     trainer = Trainer(
         config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
     )
@@ -95,7 +110,7 @@ def train(
         s = result.summary
         nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
         result.headline = (
-            f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, trained in "
-            f"{s['train_seconds']:.1f} s ({result.total_seconds:.1f} s in all)"
+            f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, "
+            f"{trained_in(s['train_seconds'], result.total_seconds)}"
         )
     return result
