@@ -9,8 +9,8 @@ from torch import nn
 
 from ..config import Config
 from ..data.text import TextData
-from ..extras import require
 from ..training.metrics import write_json
+from ..training.plots import plot_nfe, pyplot, save_figure
 from ..training.report import SUMMARY, machine
 from .generate import generate
 from .model import context_length
@@ -21,9 +21,7 @@ SAMPLE_CHARS = 300
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Bits per character (train and validation) and, for a DEQ, forward / backward NFE."""
-    matplotlib = require("matplotlib", "the plots of a run")
-    matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot", "the plots of a run")
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
     figure, axes = plt.subplots(1, 2 if has_nfe else 1, figsize=(4.4 * (1 + has_nfe), 3.4))
@@ -32,16 +30,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     axes[0].plot(epochs, [r["val_bpc"] for r in history], label="validation")
     axes[0].set(xlabel="epoch", ylabel="bits per character", title="loss")
     if has_nfe:
-        axes[1].plot(epochs, [r["train_forward_nfe"] for r in history], label="train forward")
-        axes[1].plot(epochs, [r["train_backward_nfe"] for r in history], label="train backward")
-        axes[1].plot(epochs, [r["val_forward_nfe"] for r in history], label="validation forward")
-        axes[1].set(xlabel="epoch", ylabel="evaluations per solve", title="NFE")
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        plot_nfe(axes[1], history, "val", "validation")
+    save_figure(plt, figure, axes, path)
 
 
 def finalize(

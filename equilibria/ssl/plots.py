@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..extras import require
+from ..training.plots import pyplot, save_figure
 
 
 def plot_contrastive_curves(
@@ -14,9 +14,7 @@ def plot_contrastive_curves(
 ) -> None:
     """Per epoch: NT-Xent loss, the share of positives found, and for an equilibrium backbone the
     residual each view's solve reached; linear-probe test accuracy where it was measured."""
-    matplotlib = require("matplotlib", "the plots of a run")
-    matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot", "the plots of a run")
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     solves = "first_residual" in history[0]
     columns = 3 if solves else 2
@@ -39,9 +37,4 @@ def plot_contrastive_curves(
         axes[2].plot(epochs, [r["first_residual"] for r in history], label="view 1 (from zeros)")
         axes[2].plot(epochs, [r["second_residual"] for r in history], label="view 2")
         axes[2].set(xlabel="epoch", ylabel="relative residual", yscale="log", title="solves")
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, axes, path)

@@ -9,15 +9,36 @@ from typing import Any
 from ..extras import require
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot with the file-only Agg backend (a clear error when it is missing)."""
     matplotlib = require("matplotlib", "the plots of a run")
     matplotlib.use("Agg")
     return require("matplotlib.pyplot", "the plots of a run")
 
 
+def plot_nfe(axis: Any, history: Sequence[Mapping[str, Any]], evaluated: str, label: str) -> None:
+    """Train forward / backward NFE per epoch and the forward NFE of the evaluation whose
+    record keys start with `evaluated` ("test", "val"), shown as `label`."""
+    epochs = [row["epoch"] for row in history]
+    axis.plot(epochs, [r["train_forward_nfe"] for r in history], label="train forward")
+    axis.plot(epochs, [r["train_backward_nfe"] for r in history], label="train backward")
+    axis.plot(epochs, [r[f"{evaluated}_forward_nfe"] for r in history], label=f"{label} forward")
+    axis.set(xlabel="epoch", ylabel="evaluations per solve", title="NFE")
+
+
+def save_figure(plt: Any, figure: Any, axes: Sequence[Any], path: Path) -> None:
+    """Grid and legend on every axis, then write `figure` to `path` and close it."""
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Loss, accuracy and forward NFE per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
     columns = 3 if has_nfe else 2
@@ -29,21 +50,13 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> No
     axes[1].plot(epochs, [100 * r["test_accuracy"] for r in history], label="test")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if has_nfe:
-        axes[2].plot(epochs, [r["train_forward_nfe"] for r in history], label="train forward")
-        axes[2].plot(epochs, [r["train_backward_nfe"] for r in history], label="train backward")
-        axes[2].plot(epochs, [r["test_forward_nfe"] for r in history], label="test forward")
-        axes[2].set(xlabel="epoch", ylabel="evaluations per solve", title="NFE")
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        plot_nfe(axes[2], history, "test", "test")
+    save_figure(plt, figure, axes, path)
 
 
 def plot_residual_traces(traces: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> None:
     """Relative residual (median and quartiles over test images) after each evaluation."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.8))
     for solver, trace in traces.items():
         steps = range(1, len(trace["median"]) + 1)
@@ -66,7 +79,7 @@ def plot_accuracy_vs_nfe(
     sweeps: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *, title: str = ""
 ) -> None:
     """Test accuracy against the mean forward NFE spent, one line per labelled sweep."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.8))
     for label, rows in sweeps.items():
         axis.plot(
@@ -80,8 +93,4 @@ def plot_accuracy_vs_nfe(
         ylabel="test accuracy (%)",
         title=title or "accuracy vs inference compute",
     )
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, [axis], path)
