@@ -15,10 +15,11 @@ from ..neural import NeuralSolver
 from ..solvers import SOLVERS
 from ..training import distributed
 from ..training.analysis import elastic_sweep
-from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore_model
+from ..training.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from ..training.engine import evaluate
 from ..training.metrics import write_json
 from ..training.plots import plot_accuracy_vs_nfe
+from .arguments import number, stored_config
 
 
 def _caps(text: str) -> list[int]:
@@ -31,26 +32,6 @@ def _caps(text: str) -> list[int]:
     if not caps or min(caps) < 1:
         raise argparse.ArgumentTypeError(f"--sweep caps must be integers >= 1, got {text!r}")
     return caps
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a tolerance >= 0, got {text!r}")
-    return value
 
 
 def _solver(text: str) -> str:
@@ -77,11 +58,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help=f"one of {', '.join(SOLVERS)}, or neural (the solver that train-solver saved "
         "beside the checkpoint)",
     )
-    parser.add_argument("--tol", type=_tolerance, help="solver tolerance")
-    parser.add_argument("--max-iter", type=_positive_int, help="iteration cap")
+    parser.add_argument("--tol", type=number(float, 0, what="a tolerance"), help="solver tolerance")
+    parser.add_argument("--max-iter", type=number(int, 1), help="iteration cap")
     parser.add_argument("--sweep", type=_caps, metavar="CAPS", help="caps, e.g. 1,2,4,8,16")
     parser.add_argument("--split", choices=("test", "train"), default="test")
-    parser.add_argument("--batch-size", type=_positive_int, help="evaluation batch size")
+    parser.add_argument("--batch-size", type=number(int, 1), help="evaluation batch size")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--data-dir", help="folder with the data files")
     parser.add_argument("--out", type=Path, help="write eval.json (and the sweep plot) here")
@@ -89,10 +70,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _stored_config(path: Path, checkpoint: dict, args: argparse.Namespace) -> Config:
-    try:
-        config = Config.from_dict(checkpoint["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    config = stored_config(path, checkpoint)
     if config.run.task != "classify":
         raise ConfigError(
             f"{path} holds a run of task {config.run.task!r}; this command applies to image "

@@ -25,25 +25,9 @@ from ..training.checkpoint import CheckpointError
 from ..training.distributed import resolve_device
 from ..training.interrupt import StopRequest
 from ..training.report import machine
+from .arguments import number
 
 FIT_PACKAGES = {"tqdm": "progress bars", "matplotlib": "plots", "PIL": "PNG files (Pillow)"}
-
-
-def _number(kind: type, minimum: float, strict: bool) -> Any:
-    """An argparse type: a `kind` above (or, not `strict`, at least) `minimum`."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not (value > minimum if strict else value >= minimum):
-            bound = f"> {minimum}" if strict else f">= {minimum}"
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}")
-        return value
-
-    return parse
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -61,23 +45,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", nargs="?", help="image file or sample name (default: china)")
     parser.add_argument(
-        "--size", type=_number(int, 2, False), default=defaults.size, help="square side (256)"
+        "--size", type=number(int, 2, False), default=defaults.size, help="square side (256)"
     )
     parser.add_argument(
         "--resize", action="store_true", help="scale the central square instead of cropping"
     )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
-        "--steps", type=_number(int, 1, False), default=defaults.steps, help="training steps"
+        "--steps", type=number(int, 1, False), default=defaults.steps, help="training steps"
     )
     budget.add_argument(
-        "--seconds", type=_number(float, 0, True), help="train for this many seconds instead"
+        "--seconds", type=number(float, 0, True), help="train for this many seconds instead"
     )
-    parser.add_argument("--lr", type=_number(float, 0, True), default=defaults.lr)
-    parser.add_argument("--width", type=_number(int, 1, False), default=defaults.width)
-    parser.add_argument("--frequencies", type=_number(int, 1, False), default=defaults.frequencies)
+    parser.add_argument("--lr", type=number(float, 0, True), default=defaults.lr)
+    parser.add_argument("--width", type=number(int, 1, False), default=defaults.width)
+    parser.add_argument("--frequencies", type=number(int, 1, False), default=defaults.frequencies)
     parser.add_argument(
-        "--scale", type=_number(float, 0, True), default=defaults.scale, help="frequency spread"
+        "--scale", type=number(float, 0, True), default=defaults.scale, help="frequency spread"
     )
     parser.add_argument(
         "--explicit",
@@ -85,19 +69,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="fit the explicit baseline (a Fourier-feature sine MLP of equal parameter count)",
     )
     parser.add_argument(
-        "--depth", type=_number(int, 1, False), default=defaults.depth, help="explicit layers"
+        "--depth", type=number(int, 1, False), default=defaults.depth, help="explicit layers"
     )
     parser.add_argument(
         "--no-reuse", action="store_true", help="solve every step from zeros (for comparison)"
     )
     parser.add_argument("--solver", choices=list(SOLVERS), default=defaults.solver)
     parser.add_argument("--backward", choices=list(BACKWARDS), default=defaults.backward)
-    parser.add_argument("--tol", type=_number(float, 0, True), default=defaults.tol)
-    parser.add_argument("--max-iter", type=_number(int, 1, False), default=defaults.max_iter)
-    parser.add_argument("--seed", type=_number(int, 0, False), default=defaults.seed)
+    parser.add_argument("--tol", type=number(float, 0, True), default=defaults.tol)
+    parser.add_argument("--max-iter", type=number(int, 1, False), default=defaults.max_iter)
+    parser.add_argument("--seed", type=number(int, 0, False), default=defaults.seed)
     parser.add_argument("--out", type=Path, help="output folder (default: runs/fit-image-TIME)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=_number(int, 1, False), help="CPU threads for torch")
+    parser.add_argument("--threads", type=number(int, 1, False), help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 

@@ -12,17 +12,7 @@ from ..lm import build_language_model, generate
 from ..lm.model import context_length
 from ..training import distributed
 from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore_model
-from .evaluate import _positive_int
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a temperature >= 0, got {text!r}")
-    return value
+from .arguments import number, stored_config
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,11 +29,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prompt", help="text to continue (default: a newline, if the text has one)"
     )
-    parser.add_argument("--chars", type=_positive_int, default=400, help="characters to write")
+    parser.add_argument("--chars", type=number(int, 1), default=400, help="characters to write")
     parser.add_argument(
-        "--temperature", type=_temperature, default=0.8, help="0: always the likeliest"
+        "--temperature",
+        type=number(float, 0, what="a temperature"),
+        default=0.8,
+        help="0: always the likeliest",
     )
-    parser.add_argument("--top-k", type=_positive_int, help="draw among the k likeliest only")
+    parser.add_argument("--top-k", type=number(int, 1), help="draw among the k likeliest only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws")
     parser.add_argument("--cold", action="store_true", help="DEQ: solve each position from zero")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
@@ -53,10 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def load_language_model(path: Path, device: str | None) -> tuple[Config, Vocabulary, object]:
     """The config, vocabulary and trained model of the language-model checkpoint at `path`."""
     checkpoint = load_checkpoint(path)
-    try:
-        config = Config.from_dict(checkpoint["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    config = stored_config(path, checkpoint)
     if config.run.task != "lm":
         raise ConfigError(
             f"{path} holds a run of task {config.run.task!r}; sample needs a language model "

@@ -11,8 +11,9 @@ import torch
 
 from ..config import Config, ConfigError, describe_keys
 from ..training import distributed
-from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from ..training.checkpoint import find_checkpoint, load_checkpoint
 from ..training.tasks import task_trainer
+from .arguments import stored_config
 from .requirements import check_packages
 
 # keys that may change when a run is resumed: none of them changes what is computed
@@ -78,10 +79,7 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, dict, Path]:
         )
     path = find_checkpoint(args.resume)
     checkpoint = load_checkpoint(path)
-    try:
-        stored = Config.from_dict(checkpoint["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None
+    stored = stored_config(path, checkpoint)
     config = stored.override(args.overrides + flag_overrides(args))
     fixed = [key for key in stored.changed_keys(config) if key not in RESUMABLE]
     if fixed:

@@ -20,29 +20,10 @@ from ..models import build_model
 from ..neural import NeuralSolver, SolverTraining, fit_neural_solver
 from ..training import distributed
 from ..training.checkpoint import find_checkpoint, load_checkpoint, restore_model
-from .evaluate import _positive_int, _stored_config
+from .arguments import number
+from .evaluate import _stored_config
 
 SOLVER_FILENAME = "neural_solver.pt"
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a learning rate > 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -56,23 +37,28 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="a run folder or checkpoint file")
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="passes (default 10)")
-    parser.add_argument("--unroll", type=_positive_int, default=6, help="K unrolled steps")
-    parser.add_argument("--lr", type=_learning_rate, default=3e-3, help="Adam learning rate")
+    parser.add_argument("--epochs", type=number(int, 1), default=10, help="passes (default 10)")
+    parser.add_argument("--unroll", type=number(int, 1), default=6, help="K unrolled steps")
+    parser.add_argument(
+        "--lr",
+        type=number(float, 0, True, what="a learning rate"),
+        default=3e-3,
+        help="Adam learning rate",
+    )
     parser.add_argument(
         "--init-epochs",
-        type=_non_negative_int,
+        type=number(int, 0),
         default=50,
         help="passes fitting the initializer alone first (cheap; default 50)",
     )
     parser.add_argument(
         "--init-width",
-        type=_non_negative_int,
+        type=number(int, 0),
         default=8,
         help="hidden channels of the initializer (0: linear; default 8)",
     )
-    parser.add_argument("--batches", type=_positive_int, default=8, help="training batches")
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--batches", type=number(int, 1), default=8, help="training batches")
+    parser.add_argument("--batch-size", type=number(int, 1), default=128)
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     parser.add_argument("--data-dir", help="folder with the data files")
     parser.add_argument(
