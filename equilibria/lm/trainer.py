@@ -8,50 +8,26 @@ masks) that an uninterrupted one would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..config import Config
 from ..data.text import TextData
 from ..training.checkpoint import CheckpointError, restore_model
-from ..training.distributed import Runtime
-from ..training.loop import EpochLoop, StepHook, solver_means
+from ..training.loop import EpochLoop, solver_means
 from ..training.sampling import step_seed
 from .engine import LN2, evaluate, train_step
 
 
-class LMTrainer(EpochLoop):
+class LMTrainer(EpochLoop[TextData]):
     """Trains a language model on `data` as `config` says, writing checkpoint and metrics to
-    `out`; `checkpoint` (the contents of `load_checkpoint`) resumes a run."""
+    `out`; `checkpoint` (the contents of `load_checkpoint`) resumes a run (arguments as for
+    `EpochLoop`)."""
 
-    def __init__(
-        self,
-        config: Config,
-        data: TextData,
-        model: nn.Module,
-        runtime: Runtime,
-        out: Path,
-        *,
-        checkpoint: dict | None = None,
-        on_step: StepHook | None = None,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        super().__init__(
-            config,
-            data,
-            model,
-            runtime,
-            out,
-            steps_per_epoch=config.lm.steps_per_epoch,
-            on_step=on_step,
-            log=log,
-        )
-        if checkpoint is not None:
-            self._restore(checkpoint)
+    def _count_steps(self) -> int:
+        return self.config.lm.steps_per_epoch
+
+    def _prepare(self) -> None:
         self.step_seconds = 0.0  # time inside training steps (this session), for tokens/s
         self.step_tokens = 0
 

@@ -7,17 +7,13 @@ never stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import Config
 from ..data import ImageData
 from ..training.checkpoint import restore_model
-from ..training.distributed import Runtime
 from ..training.loop import EpochLoop, Outcome, StepHook, TrainState
 from ..training.metrics import Meter
 from ..training.sampling import steps_per_epoch, train_batches
@@ -39,39 +35,21 @@ class SSLState(TrainState):
     init_probe: dict[str, Any] | None = None
 
 
-class ContrastiveTrainer(EpochLoop):
-    """Trains `model` on the images of `data` (labels unused) as `config` says, in `out`."""
+class ContrastiveTrainer(EpochLoop[ImageData]):
+    """Trains a `ContrastiveModel` on the images of `data` (labels unused) as `config` says, in
+    `out` (arguments as for `EpochLoop`)."""
 
     restore_mismatch = "a contrastive run of the config it holds"
+    model: ContrastiveModel
     state: SSLState
 
-    def __init__(
-        self,
-        config: Config,
-        data: ImageData,
-        model: ContrastiveModel,
-        runtime: Runtime,
-        out: Path,
-        *,
-        checkpoint: dict | None = None,
-        on_step: StepHook | None = None,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        super().__init__(
-            config,
-            data,
-            model,
-            runtime,
-            out,
-            steps_per_epoch=steps_per_epoch(len(data.train), config.data.batch_size),
-            on_step=on_step,
-            log=log,
-        )
-        self.augment = ViewAugment.from_config(config.ssl)
-        black = [(0.0 - m) / s for m, s in zip(data.mean, data.std, strict=True)]
-        self.fill = torch.tensor(black, device=runtime.device)
-        if checkpoint is not None:
-            self._restore(checkpoint)
+    def _count_steps(self) -> int:
+        return steps_per_epoch(len(self.data.train), self.config.data.batch_size)
+
+    def _prepare(self) -> None:
+        self.augment = ViewAugment.from_config(self.config.ssl)
+        black = [(0.0 - m) / s for m, s in zip(self.data.mean, self.data.std, strict=True)]
+        self.fill = torch.tensor(black, device=self.runtime.device)
 
     def probe(self) -> dict[str, Any]:
         """The linear probe of the backbone as it is now."""

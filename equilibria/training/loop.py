@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from .progress import ProgressBar
 from .sampling import step_seed
 
 StepHook = Callable[[int], None]
+DataT = TypeVar("DataT")  # what a task trains on
 
 # epoch means that only an equilibrium model (one with solver statistics) reports
 _SOLVER_WORDS = ("nfe", "resid", "converged", "jacob")
@@ -59,13 +60,18 @@ def solver_means(model: nn.Module, means: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in means.items() if not any(word in k for word in _SOLVER_WORDS)}
 
 
-class EpochLoop:
-    """Trains `model` for `config.optim.epochs` epochs of `steps_per_epoch` steps, writing the
+class EpochLoop(Generic[DataT]):
+    """Trains `model` on `data` for `config.optim.epochs` epochs as `config` says, writing the
     checkpoint and `metrics.jsonl` to `out` after every epoch (and on a requested stop).
 
-    A subclass calls this `__init__`, sets up what its steps need, then `_restore` when it was
-    given a checkpoint. Step k seeds torch with `_seed(k)`, so a run resumed from its checkpoint
-    continues exactly as one that never stopped.
+    Args:
+        model: the model (the loop moves it to the runtime's device).
+        checkpoint: the contents of a checkpoint to resume from (see `load_checkpoint`).
+        on_step: called with the global step number after every step (for tests and tools).
+        log: where rank 0's one-line epoch summaries go.
+
+    Step k seeds torch with `_seed(k)`, so a run resumed from its checkpoint continues exactly
+    as one that never stopped.
     """
 
     # what a checkpoint that does not fit is said not to fit
@@ -74,29 +80,39 @@ class EpochLoop:
     def __init__(
         self,
         config: Config,
-        data: Any,
+        data: DataT,
         model: nn.Module,
         runtime: Runtime,
         out: Path,
         *,
-        steps_per_epoch: int,
+        checkpoint: dict | None = None,
         on_step: StepHook | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.config, self.data, self.runtime, self.out = config, data, runtime, Path(out)
         self.model = model.to(runtime.device)
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = self._count_steps()
         self.optimizer = build_optimizer(config.optim, self.model.parameters())
-        self.scheduler = build_scheduler(self.optimizer, config.optim, steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch)
         self.state = self._new_state()
         self.on_step = on_step
         self.log = log if runtime.is_main else (lambda line: None)
+        self._prepare()
+        if checkpoint is not None:
+            self._restore(checkpoint)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out / FILENAME
 
     # --- what a task supplies -----------------------------------------------------------
+
+    def _count_steps(self) -> int:
+        """Training steps per epoch."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Set up what the task's steps need, before a checkpoint is restored."""
 
     def _new_state(self, checkpoint: dict | None = None) -> TrainState:
         """A fresh state, or (with `checkpoint`) the one the checkpoint holds."""

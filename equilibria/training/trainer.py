@@ -3,20 +3,16 @@ evaluation and checkpoints, stop on request (the skeleton is `EpochLoop`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import Config
 from ..data import ImageData, random_flip, random_shift
 from ..stability import shared_draws
 from .averaging import WeightAverage
 from .checkpoint import CheckpointError, restore_model
-from .distributed import Runtime
 from .engine import evaluate, train_step
 from .loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
 from .sampling import step_seed, steps_per_epoch, train_batches
@@ -24,43 +20,20 @@ from .sampling import step_seed, steps_per_epoch, train_batches
 __all__ = ["Outcome", "StepHook", "TrainState", "Trainer", "describe_epoch"]
 
 
-class Trainer(EpochLoop):
-    """Trains `model` on `data` as `config` says, writing the checkpoint and metrics to `out`.
+class Trainer(EpochLoop[ImageData]):
+    """Trains an image classifier on `data` as `config` says, writing the checkpoint and metrics
+    to `out` (arguments as for `EpochLoop`); on several processes the model runs wrapped in
+    DistributedDataParallel (`network`)."""
 
-    Args:
-        model: the model (not wrapped; the trainer wraps it for DistributedDataParallel).
-        checkpoint: the contents of a checkpoint to resume from (see `load_checkpoint`).
-        on_step: called with the global step number after every step (for tests and tools).
-        log: where rank 0's one-line epoch summaries go.
-    """
+    def _count_steps(self) -> int:
+        return steps_per_epoch(len(self.data.train), self.config.data.batch_size)
 
-    def __init__(
-        self,
-        config: Config,
-        data: ImageData,
-        model: nn.Module,
-        runtime: Runtime,
-        out: Path,
-        *,
-        checkpoint: dict | None = None,
-        on_step: StepHook | None = None,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        super().__init__(
-            config,
-            data,
-            model,
-            runtime,
-            out,
-            steps_per_epoch=steps_per_epoch(len(data.train), config.data.batch_size),
-            on_step=on_step,
-            log=log,
-        )
-        self.network: nn.Module = self.model
-        decay = config.optim.average
+    def _prepare(self) -> None:
+        runtime, data = self.runtime, self.data
+        decay = self.config.optim.average
         self.average = WeightAverage(self.model, decay) if decay > 0 else None
-        if checkpoint is not None:
-            self._restore(checkpoint)
+        # restoring a checkpoint later copies into the same (wrapped) parameters
+        self.network: nn.Module = self.model
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
