@@ -104,22 +104,15 @@ class LMTrainer(EpochLoop[TextData]):
             **{f"val_{k}": v for k, v in val.items()},
         }
 
-    def _describe(self, record: dict[str, Any]) -> str:
-        return describe_epoch(record, self.config.optim.epochs)
-
-
-def describe_epoch(record: dict[str, Any], epochs: int) -> str:
-    """One line about a finished epoch."""
-    parts = [
-        f"epoch {record['epoch']}/{epochs}",
-        f"train {record['train_bpc']:.3f} bpc",
-        f"val {record['val_bpc']:.3f} bpc",
-        f"val accuracy {100 * record['val_accuracy']:.1f}%",
-    ]
-    if record.get("train_forward_nfe") is not None:
-        parts.append(
-            f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
-            f"(val {record['val_forward_nfe']:.1f})"
-        )
-    parts.append(f"{record['train_seconds']:.1f} s")
-    return "  ".join(parts)
+    def _epoch_parts(self, record: dict[str, Any]) -> list[str]:
+        parts = [
+            f"train {record['train_bpc']:.3f} bpc",
+            f"val {record['val_bpc']:.3f} bpc",
+            f"val accuracy {100 * record['val_accuracy']:.1f}%",
+        ]
+        if record.get("train_forward_nfe") is not None:
+            parts.append(
+                f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
+                f"(val {record['val_forward_nfe']:.1f})"
+            )
+        return parts

@@ -22,7 +22,7 @@ from .engine import contrastive_step
 from .model import ContrastiveModel
 from .probe import probe_backbone
 
-__all__ = ["ContrastiveTrainer", "SSLState", "StepHook", "describe_epoch"]
+__all__ = ["ContrastiveTrainer", "SSLState", "StepHook"]
 
 
 @dataclass
@@ -148,23 +148,18 @@ class ContrastiveTrainer(EpochLoop[ImageData]):
             fields["probe_test_accuracy"] = self.probe()["test_accuracy"]
         return fields
 
-    def _describe(self, record: dict[str, Any]) -> str:
-        return describe_epoch(record, self.config.optim.epochs)
-
-
-def describe_epoch(record: dict[str, Any], epochs: int) -> str:
-    """One line about a finished epoch."""
-    parts = [
-        f"epoch {record['epoch']}/{epochs}",
-        f"loss {record['train_loss']:.4f}",
-        f"pairs found {100 * record['train_contrastive_accuracy']:.1f}%",
-    ]
-    if "first_forward_nfe" in record:
-        parts.append(
-            f"nfe view 1/2 {record['first_forward_nfe']:.1f}/{record['second_forward_nfe']:.1f}"
-        )
-        parts.append(f"res view 1/2 {record['first_residual']:.1e}/{record['second_residual']:.1e}")
-    if "probe_test_accuracy" in record:
-        parts.append(f"probe {100 * record['probe_test_accuracy']:.2f}%")
-    parts.append(f"{record['train_seconds']:.1f} s")
-    return "  ".join(parts)
+    def _epoch_parts(self, record: dict[str, Any]) -> list[str]:
+        parts = [
+            f"loss {record['train_loss']:.4f}",
+            f"pairs found {100 * record['train_contrastive_accuracy']:.1f}%",
+        ]
+        if "first_forward_nfe" in record:
+            parts.append(
+                f"nfe view 1/2 {record['first_forward_nfe']:.1f}/{record['second_forward_nfe']:.1f}"
+            )
+            parts.append(
+                f"res view 1/2 {record['first_residual']:.1e}/{record['second_residual']:.1e}"
+            )
+        if "probe_test_accuracy" in record:
+            parts.append(f"probe {100 * record['probe_test_accuracy']:.2f}%")
+        return parts

@@ -1,10 +1,11 @@
 """The skeleton every training loop shares: epochs of seeded steps, an end-of-epoch record,
 checkpoints, and a clean stop on Ctrl-C or SIGTERM.
 
-A task subclasses `EpochLoop` and supplies only what is its own: the batches of an epoch
-(`_epoch_batches`), one training step (`_step`), the fields its epoch record adds (its
-evaluation, `_epoch_fields`), the extra checkpoint entries (`_checkpoint_extras`) and the one
-line that describes an epoch (`_describe`). Everything else — the resumable step counter, the
+A task subclasses `EpochLoop` and supplies only what is its own: its steps per epoch
+(`_count_steps`) and set-up (`_prepare`), the batches of an epoch (`_epoch_batches`), one
+training step (`_step`), the fields its epoch record adds (its evaluation, `_epoch_fields`), the
+extra checkpoint entries (`_checkpoint_extras`) and what the line about an epoch says
+(`_epoch_parts`). Everything else — the resumable step counter, the
 per-step seeds, the progress bar, the time bookkeeping and the files — lives here once.
 """
 
@@ -147,8 +148,8 @@ class EpochLoop(Generic[DataT]):
         """Checkpoint entries beyond the ones every run stores."""
         return {}
 
-    def _describe(self, record: dict[str, Any]) -> str:
-        """One line about a finished epoch."""
+    def _epoch_parts(self, record: dict[str, Any]) -> list[str]:
+        """What the line about a finished epoch says between its number and its time."""
         raise NotImplementedError
 
     # --- the shared skeleton ------------------------------------------------------------
@@ -247,3 +248,12 @@ class EpochLoop(Generic[DataT]):
         if self.runtime.is_main:
             write_jsonl(self.out / "metrics.jsonl", self.state.history)
         self.log(self._describe(record))
+
+    def _describe(self, record: dict[str, Any]) -> str:
+        """One line about a finished epoch: its number, the task's parts, the time so far."""
+        parts = [
+            f"epoch {record['epoch']}/{self.config.optim.epochs}",
+            *self._epoch_parts(record),
+            f"{record['train_seconds']:.1f} s",
+        ]
+        return "  ".join(parts)

@@ -17,7 +17,7 @@ from .engine import evaluate, train_step
 from .loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
 from .sampling import step_seed, steps_per_epoch, train_batches
 
-__all__ = ["Outcome", "StepHook", "TrainState", "Trainer", "describe_epoch"]
+__all__ = ["Outcome", "StepHook", "TrainState", "Trainer"]
 
 
 class Trainer(EpochLoop[ImageData]):
@@ -117,23 +117,16 @@ class Trainer(EpochLoop[ImageData]):
         )
         return {**solver_means(self.model, means), **{f"test_{k}": v for k, v in test.items()}}
 
-    def _describe(self, record: dict[str, Any]) -> str:
-        return describe_epoch(record, self.config.optim.epochs)
-
-
-def describe_epoch(record: dict[str, Any], epochs: int) -> str:
-    """One line about a finished epoch."""
-    parts = [
-        f"epoch {record['epoch']}/{epochs}",
-        f"loss {record['train_loss']:.4f}",
-        f"train {100 * record['train_accuracy']:.2f}%",
-        f"test {100 * record['test_accuracy']:.2f}%",
-    ]
-    if record.get("train_forward_nfe") is not None:
-        parts.append(
-            f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
-            f"(test {record['test_forward_nfe']:.1f})"
-        )
-        parts.append(f"res {record['train_residual']:.1e}")
-    parts.append(f"{record['train_seconds']:.1f} s")
-    return "  ".join(parts)
+    def _epoch_parts(self, record: dict[str, Any]) -> list[str]:
+        parts = [
+            f"loss {record['train_loss']:.4f}",
+            f"train {100 * record['train_accuracy']:.2f}%",
+            f"test {100 * record['test_accuracy']:.2f}%",
+        ]
+        if record.get("train_forward_nfe") is not None:
+            parts.append(
+                f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
+                f"(test {record['test_forward_nfe']:.1f})"
+            )
+            parts.append(f"res {record['train_residual']:.1e}")
+        return parts
