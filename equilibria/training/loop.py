@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..stability.draws import shared_draws
 from .checkpoint import FILENAME, CheckpointError, Progress, save_checkpoint
 from .distributed import Runtime
 from .interrupt import StopRequest
@@ -213,7 +214,9 @@ class EpochLoop(Generic[DataT]):
         with bar:
             for batch in batches[progress.step_in_epoch :]:
                 torch.manual_seed(self._seed(progress.global_step))
-                self.state.meter.add(**self._step(batch))
+                # penalty draws and iteration caps: the same on every process
+                with shared_draws(step_seed(config.run.seed, progress.global_step)):
+                    self.state.meter.add(**self._step(batch))
                 progress.step_in_epoch += 1
                 progress.global_step += 1
                 bar.update(self.state.meter)

@@ -10,12 +10,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ImageData, random_flip, random_shift
-from ..stability import shared_draws
 from .averaging import WeightAverage
 from .checkpoint import CheckpointError, restore_model
 from .engine import evaluate, train_step
 from .loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
-from .sampling import step_seed, steps_per_epoch, train_batches
+from .sampling import steps_per_epoch, train_batches
 
 __all__ = ["Outcome", "StepHook", "TrainState", "Trainer"]
 
@@ -87,19 +86,17 @@ class Trainer(EpochLoop[ImageData]):
     def _step(self, indices: torch.Tensor) -> dict[str, float]:
         config = self.config
         x, y = self._batch(indices)
-        # penalty draws and iteration caps: the same on every process
-        with shared_draws(step_seed(config.run.seed, self.state.progress.global_step)):
-            sums = train_step(
-                self.network,
-                self.model,
-                x,
-                y,
-                self.optimizer,
-                self.scheduler,
-                precision=config.run.precision,
-                label_smoothing=config.optim.label_smoothing,
-                grad_clip=config.optim.grad_clip,
-            )
+        sums = train_step(
+            self.network,
+            self.model,
+            x,
+            y,
+            self.optimizer,
+            self.scheduler,
+            precision=config.run.precision,
+            label_smoothing=config.optim.label_smoothing,
+            grad_clip=config.optim.grad_clip,
+        )
         if self.average is not None:
             self.average.update(self.model)
         return sums
