@@ -251,8 +251,7 @@ class DEQ(nn.Module):
         solve_settings = self._solve_settings(settings, jitter)
         stats = self.stats = self._solve(cell_of, z0, layout, solve_settings, trajectory)
         if not torch.is_grad_enabled():  # f(z*) is the solve's own last image: no extra call
-            fz = stats.forward.fz
-            return fz if fz is not None else cell_of(stats.forward.z)
+            return stats.forward.fz
         z_star = layout.flatten(stats.forward.z)
         probe = FirstApplication(flat_cell) if training and self._penalty_drawn() else None
         out = layout.unflatten(
