@@ -84,3 +84,16 @@ def test_bare_keys_resolve_only_when_unambiguous():
     assert resolve_key("deq.tol") == ("deq", "tol")
     assert len(all_keys()) == len(set(all_keys()))
     assert all(key in describe_keys() for key in ("channels", "eval_max_iter", "sweep"))
+
+
+def test_every_task_the_config_accepts_has_a_trainer_and_no_other():
+    import importlib
+
+    from equilibria.config.schema import TASKS
+    from equilibria.training.tasks import TASK_MODULES, task_trainer
+
+    assert tuple(TASK_MODULES) == TASKS
+    for task, module in TASK_MODULES.items():
+        assert task_trainer(task) is importlib.import_module(module).train
+    with pytest.raises(ConfigError, match="run.task='nope' is not valid; tasks are classify"):
+        task_trainer("nope")
