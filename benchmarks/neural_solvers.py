@@ -1,18 +1,21 @@
-"""The learned solver against picard, anderson and broyden on a trained MDEQ, held-out inputs.
+"""The learned solver against picard, anderson and broyden on a trained DEQ, held-out inputs.
 
-The default multiscale DEQ is trained on digits with `equilibria train` (every setting at its
-default; the quick preset trains a smaller, shorter run), frozen, and a NeuralSolver is trained
-on the DEQ inputs of training images (no labels). On the test images we measure:
+Two models: the default multiscale DEQ trained on digits with `equilibria train` (every setting
+at its default; the quick preset trains a smaller, shorter run), and a DEQ-Transformer character
+language model (`--lm`: `equilibria train --task lm`, Tiny Shakespeare when available). The
+model is frozen and a NeuralSolver is trained on its DEQ inputs (training images or text
+windows; no labels). On held-out inputs (test images, validation text) we measure:
 
 - residual vs NFE: each sample's best relative residual ||f(z) - z|| / ||f(z)|| after every
   evaluation of the cell (the safeguard's evaluations included), with the initializer's cost
   counted as a fraction of an evaluation (its FLOPs over the cell's);
 - NFE and thread CPU time to reach a fixed relative residual (the solve stops when every sample
   of a batch is there), timed interleaved;
-- test accuracy at fixed NFE budgets (the model's own forward, as `equilibria eval` runs it);
+- the task metric at fixed NFE budgets (test accuracy, or validation bits per character; the
+  model's own forward, as `equilibria eval` runs it);
 - the adjoint (backward) solve's NFE to a fixed residual with each solver.
 
-    python -m benchmarks.neural_solvers [--out results/neural_solvers] [--quick]
+    python -m benchmarks.neural_solvers [--out results/neural_solvers] [--quick] [--lm]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -36,6 +40,7 @@ import equilibria as eq
 from equilibria.neural import NeuralSolver, SolverTraining, fit_neural_solver
 from equilibria.state import StateLayout
 
+from .lm_training import SHAKESPEARE
 from .timing import CLOCKS, interleaved
 
 CLASSICAL = ("picard", "anderson", "broyden")
@@ -70,6 +75,57 @@ class Settings:
     budgets: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12)
     repeats: int = 5
     test_batches: int | None = None
+    task: str = "classify"
+    init_skip: bool = True
+
+    @classmethod
+    def language(cls, quick: bool = False) -> Settings:
+        """The DEQ-Transformer on Tiny Shakespeare (the bundled corpus when it is absent)."""
+        text = (f"lm.text={SHAKESPEARE}",) if SHAKESPEARE.is_file() else ()
+        model = (
+            *text,
+            "lm.seq_len=256",
+            "lm.width=176",
+            "lm.heads=8",
+            "data.batch_size=8",
+            "optim.lr=0.002",
+            "optim.epochs=5",
+            "optim.label_smoothing=0",
+            "lm.steps_per_epoch=100",
+            "lm.eval_chars=8192",
+            "deq.max_iter=6",
+            "deq.backward_max_iter=6",
+            "deq.eval_max_iter=20",
+        )
+        if quick:  # the bundled corpus
+            model = (
+                "lm.seq_len=32",
+                "lm.width=32",
+                "lm.heads=2",
+                "optim.epochs=1",
+                "lm.steps_per_epoch=5",
+                "lm.eval_chars=256",
+            )
+        return cls(
+            train_overrides=("--task", "lm", "run.threads=1", *model),
+            solver_batches=2 if quick else 8,
+            batch_size=8 if quick else 16,
+            training=SolverTraining(
+                epochs=3 if quick else 10,
+                unroll=4 if quick else 6,
+                lr=3e-3,
+                init_epochs=5 if quick else 50,
+            ),  # fmt: skip
+            init_width=16,
+            targets=(1e-1, 1e-2) if quick else (1e-1, 1e-2, 1e-3),
+            headline=1e-2 if quick else 1e-3,
+            cap=30 if quick else 60,
+            budgets=(1, 2, 4) if quick else (1, 2, 4, 6, 8, 12, 16, 24),
+            repeats=1 if quick else 5,
+            test_batches=1 if quick else 4,
+            task="lm",
+            init_skip=False,
+        )
 
     @classmethod
     def quick(cls) -> Settings:
@@ -100,17 +156,38 @@ class Settings:
 
 @dataclass
 class Frozen:
-    """A trained classifier with its DEQ layer, its data and its DEQ inputs."""
+    """A trained model with its DEQ layer, the DEQ inputs it sees, and held-out batches.
+
+    `test_batches` holds (model input, targets) pairs: test images and labels, or validation
+    windows and their next characters; `test_inputs` the DEQ inputs of those batches.
+    """
 
     model: torch.nn.Module
     deq: eq.DEQ
-    data: Any
-    train_inputs: list[torch.Tensor]
-    test_images: list[torch.Tensor]
-    test_labels: list[torch.Tensor]
-    test_inputs: list[torch.Tensor]
+    task: str  # "classify" or "lm"
+    train_inputs: list[Any]
+    test_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    test_inputs: list[Any]
     parameters: int
     path: Path
+
+    @property
+    def test_samples(self) -> int:
+        """Held-out images, or predicted characters."""
+        return sum(targets.numel() for _, targets in self.test_batches)
+
+    @property
+    def metric(self) -> dict[str, Any]:
+        """What `task_metric` measures: its name, whether higher is better, its display scale."""
+        if self.task == "lm":
+            return {"name": "validation bits/char", "higher_is_better": False, "scale": 1.0}
+        return {"name": "test accuracy %", "higher_is_better": True, "scale": 100.0}
+
+    def logits(self, state: Any) -> torch.Tensor:
+        """The model's output layer applied to a DEQ state (flattened over positions)."""
+        if self.task == "lm":
+            return self.model._logits(state).flatten(0, 1)
+        return self.model.head(state)
 
 
 def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
@@ -124,7 +201,14 @@ def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
 
 
 def load_frozen(path: Path, settings: Settings) -> Frozen:
-    """The model of checkpoint `path` in eval mode, with the DEQ inputs of its images."""
+    """The model of checkpoint `path` in eval mode, with its DEQ inputs (`settings.task`)."""
+    if settings.task == "lm":
+        return load_frozen_language_model(path, settings)
+    return load_frozen_classifier(path, settings)
+
+
+def load_frozen_classifier(path: Path, settings: Settings) -> Frozen:
+    """The MDEQ of checkpoint `path` in eval mode, with the DEQ inputs of its images."""
     from equilibria.cli.train_solver import deq_inputs, find_deq
     from equilibria.config import Config
     from equilibria.data import load_data
@@ -147,11 +231,40 @@ def load_frozen(path: Path, settings: Settings) -> Frozen:
     return Frozen(
         model=model,
         deq=deq,
-        data=data,
+        task="classify",
         train_inputs=deq_inputs(model, deq, train_images),
-        test_images=test_images,
-        test_labels=[data.test.labels[idx] for idx in test_idx],
+        test_batches=[
+            (x, data.test.labels[idx]) for x, idx in zip(test_images, test_idx, strict=True)
+        ],
         test_inputs=deq_inputs(model, deq, test_images),
+        parameters=sum(p.numel() for p in model.parameters()),
+        path=path,
+    )
+
+
+def load_frozen_language_model(path: Path, settings: Settings) -> Frozen:
+    """The DEQ-Transformer of checkpoint `path` in eval mode: the DEQ inputs of training windows
+    (drawn as `equilibria train-solver` draws them) and consecutive validation windows."""
+    from equilibria.cli.sample import load_language_model
+    from equilibria.cli.train_solver import deq_inputs, find_deq, training_windows
+    from equilibria.data.text import load_text
+
+    config, _, model = load_language_model(path, None)
+    model.eval()
+    deq = find_deq(model)
+    data = load_text(config.lm.text, config.lm.val_fraction)
+    length = config.lm.seq_len
+    train = training_windows(data, settings.solver_batches, settings.batch_size, length)
+    starts = data.val_starts(length, len(data.val)).split(settings.batch_size)
+    starts = starts[: settings.test_batches] if settings.test_batches else starts
+    test = [data.windows(data.val, batch, length) for batch in starts]
+    return Frozen(
+        model=model,
+        deq=deq,
+        task="lm",
+        train_inputs=deq_inputs(model, deq, train),
+        test_batches=test,
+        test_inputs=deq_inputs(model, deq, [tokens for tokens, _ in test]),
         parameters=sum(p.numel() for p in model.parameters()),
         path=path,
     )
@@ -220,38 +333,43 @@ def solve_to(deq: eq.DEQ, xs: list[torch.Tensor], solver: Any, target: float, ca
     return rows
 
 
-def accuracy(frozen: Frozen, solver: Any, budget: int) -> float:
-    """Test accuracy of the model's own forward with at most `budget` evaluations."""
-    correct = total = 0
+def task_metric(frozen: Frozen, solver: Any, budget: int) -> float:
+    """Test accuracy (classifier) or validation bits per character (language model) of the
+    model's own forward with at most `budget` evaluations."""
+    total = count = 0.0
     with torch.no_grad():
-        for images, labels in zip(frozen.test_images, frozen.test_labels, strict=True):
-            logits = frozen.model(images, solver=solver, max_iter=budget, tol=0.0)
-            correct += int((logits.argmax(1) == labels).sum())
-            total += len(labels)
-    return correct / total
+        for inputs, targets in frozen.test_batches:
+            logits = frozen.model(inputs, solver=solver, max_iter=budget, tol=0.0)
+            if frozen.task == "lm":
+                loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+                total += float(loss) / math.log(2)
+            else:
+                total += int((logits.argmax(1) == targets).sum())
+            count += targets.numel()
+    return total / count
 
 
-def classify_all(frozen: Frozen, solver: Any, budget: int) -> None:
-    """The model's forward on every test batch with at most `budget` evaluations (timed)."""
+def forward_all(frozen: Frozen, solver: Any, budget: int) -> None:
+    """The model's forward on every held-out batch with at most `budget` evaluations (timed)."""
     with torch.no_grad():
-        for images in frozen.test_images:
-            frozen.model(images, solver=solver, max_iter=budget, tol=0.0)
+        for inputs, _ in frozen.test_batches:
+            frozen.model(inputs, solver=solver, max_iter=budget, tol=0.0)
 
 
 def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[int]:
-    """NFE of the backward (adjoint) solve y = y J + g to `target`, per test batch.
+    """NFE of the backward (adjoint) solve y = y J + g to `target`, per held-out batch.
 
     z* comes from a tight Anderson solve; g is the gradient of the cross-entropy at the output.
     """
     deq, rows = frozen.deq, []
-    for x, labels in zip(frozen.test_inputs, frozen.test_labels, strict=True):
+    for x, (_, targets) in zip(frozen.test_inputs, frozen.test_batches, strict=True):
         with torch.no_grad():
             z_star = deq(x, solver="anderson", tol=1e-6, max_iter=200)
         layout = StateLayout.of(z_star)
         z = layout.flatten(z_star).requires_grad_()
         fz = layout.flatten(deq.cell(layout.unflatten(z), x))
         out = fz.detach().requires_grad_()
-        loss = F.cross_entropy(frozen.model.head(layout.unflatten(out)), labels)
+        loss = F.cross_entropy(frozen.logits(layout.unflatten(out)), targets.flatten())
         (grad,) = torch.autograd.grad(loss, out)
 
         def adjoint(y, grad=grad, fz=fz, z=z):
@@ -261,6 +379,14 @@ def adjoint_nfe(frozen: Frozen, solver: Any, target: float, cap: int) -> list[in
         sol = eq.solve(adjoint, grad, solver, tol=target, max_iter=cap, on_failure="ignore")
         rows.append(sol.nfe)
     return rows
+
+
+def matches(frozen: Frozen, value: float, converged: float) -> bool:
+    """Whether a task metric equals the converged one: the same accuracy, or bits per character
+    within 0.1% (a solve stopped early scores slightly differently, in either direction)."""
+    if frozen.task == "lm":
+        return value <= converged * 1.001
+    return value >= converged
 
 
 # -------------------------------------------------------------------------- the whole run
@@ -275,7 +401,7 @@ def run(
     if checkpoint is None:
         start = time.perf_counter()
         checkpoint = train_model(out / "model", (f"run.seed={seed}", *settings.train_overrides))
-        log(f"trained the MDEQ in {time.perf_counter() - start:.0f} s")
+        log(f"trained the model in {time.perf_counter() - start:.0f} s")
     frozen = load_frozen(checkpoint, settings)
     torch.manual_seed(seed)  # the neural solver's initial weights
 
@@ -283,6 +409,7 @@ def run(
         frozen.train_inputs[0],
         frozen.deq.initial_state(frozen.train_inputs[0]),
         init_width=settings.init_width,
+        init_skip=settings.init_skip,
         learned_steps=settings.training.unroll,
     )
     start = clock()
@@ -338,16 +465,19 @@ def run(
         for name, s in solvers.items()
     }
     timings = interleaved(candidates, repeats=settings.repeats, warmup=1, clock=clock)
-    accuracies = {
-        name: [accuracy(frozen, s, b) for b in settings.budgets] for name, s in solvers.items()
+    metrics = {
+        name: [task_metric(frozen, s, b) for b in settings.budgets] for name, s in solvers.items()
     }
-    full = accuracy(frozen, "anderson", 200)
-    parity = {  # the smallest budget at which each solver matches the converged accuracy
-        name: next((b for b, a in zip(settings.budgets, values, strict=True) if a >= full), None)
-        for name, values in accuracies.items()
+    full = task_metric(frozen, "anderson", 200)
+    parity = {  # the smallest budget at which each solver matches the converged metric
+        name: next(
+            (b for b, v in zip(settings.budgets, values, strict=True) if matches(frozen, v, full)),
+            None,
+        )
+        for name, values in metrics.items()
     }
     forwards = {
-        name: (lambda s=solvers[name], b=budget: classify_all(frozen, s, b))
+        name: (lambda s=solvers[name], b=budget: forward_all(frozen, s, b))
         for name, budget in parity.items()
         if budget is not None
     }
@@ -379,7 +509,10 @@ def run(
             loss=[training_log.loss[0], training_log.loss[-1]],
             init_error=[training_log.init_error[0], training_log.init_error[-1]],
         ),
-        test_samples=sum(len(labels) for labels in frozen.test_labels),
+        task=frozen.task,
+        metric=frozen.metric,
+        test_samples=frozen.test_samples,
+        test_solves=sum(len(targets) for _, targets in frozen.test_batches),
         cap=settings.cap,
         targets=list(settings.targets),
         headline=settings.headline,
@@ -403,8 +536,8 @@ def run(
         seconds={name: timings.median(name) for name in solvers},
         seconds_ratio_to_neural={name: timings.ratio(name, "neural") for name in solvers},
         budgets=list(settings.budgets),
-        accuracy=accuracies,
-        converged_accuracy=full,
+        task_metric=metrics,
+        converged_metric=full,
         parity_budget=parity,
         parity_seconds=parity_seconds,
         adjoint_nfe=adjoint,
@@ -417,12 +550,21 @@ def run(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/neural_solvers"))
-    parser.add_argument("--checkpoint", type=Path, help="a trained MDEQ (default: train one)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a trained MDEQ, or with --lm a DEQ-Transformer "
+        "(default: train one)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny run for a fast look")
+    parser.add_argument(
+        "--lm", action="store_true", help="the DEQ-Transformer language model instead"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = Settings.quick() if args.quick else Settings()
+    if args.lm:
+        settings = Settings.language(args.quick)
+    else:
+        settings = Settings.quick() if args.quick else Settings()
     results = run(args.out, settings, args.checkpoint)
     from .parts.neural import render
 

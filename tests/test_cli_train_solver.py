@@ -49,3 +49,26 @@ def test_train_solver_rejects_a_negative_initializer_width(tmp_path, capsys):
         run_cli(capsys, "train-solver", tmp_path, "--init-width", "-1")
     assert exit_info.value.code == 2
     assert "--init-width: expected an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_train_solver_and_eval_on_a_language_model(tmp_path, capsys):
+    from test_lm import TINY_LM
+
+    run = tmp_path / "lm"
+    assert run_cli(capsys, "train", "--out", run, *TINY_LM, "optim.epochs=1")[0] == 0
+    code, out, err = run_cli(
+        capsys, "train-solver", run, "--epochs", "1", "--batches", "2", "--batch-size", "4",
+        "--init-epochs", "2", "--init-width", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "% of the model" in out and "saved to" in out
+    solver = eq.NeuralSolver.load(run / "neural_solver.pt")
+    assert solver.config["x_shape"] == (12, 16) and solver.config["init_skip"] is False
+    code, out, err = run_cli(capsys, "eval", run, "--solver", "neural", "--max-iter", "3")
+    assert code == 0, err
+    assert "solver=neural" in out and "mean NFE" in out
+    explicit = tmp_path / "explicit"
+    argv = [*TINY_LM, "lm.network=explicit", "lm.layers=2", "optim.epochs=1"]
+    assert run_cli(capsys, "train", "--out", explicit, *argv)[0] == 0
+    code, _, err = run_cli(capsys, "train-solver", explicit)
+    assert code == 2 and "runs no solver" in err

@@ -5,6 +5,7 @@ import torch
 
 import equilibria as eq
 from equilibria.cells import TanhCell
+from equilibria.models import DEQTransformer
 from equilibria.neural import (
     History,
     NeuralSolver,
@@ -169,6 +170,37 @@ def test_image_states_and_tuple_states_get_an_initializer():
         NeuralSolver.for_model(x, torch.zeros(2, 10))
 
 
+def test_sequence_initializer_is_causal_takes_any_length_and_the_model_input_tuple():
+    torch.manual_seed(0)
+    model = DEQTransformer(vocab=11, width=16, heads=2, max_iter=30, tol=1e-6)
+    model.eval()
+    tokens = torch.randint(11, (3, 10))
+    x = model.embed(tokens)
+    solver = NeuralSolver.for_model((x,), torch.zeros_like(x), init_width=4, init_skip=False)
+    hidden = 16 * 4 * 3 + 4  # causal conv over 3 positions, 16 -> 4 features
+    assert solver.num_parameters() == sum(p.numel() for p in solver.mixer.parameters()) + (
+        hidden + (4 + 1) * 16
+    )  # the head reads the 4 hidden features only (no skip path)
+    z0 = solver.initial_state((x,))
+    changed = x.clone()
+    changed[:, 6:] = torch.randn(3, 4, 16)  # later positions only
+    z1 = solver.initial_state((changed,))
+    torch.testing.assert_close(z1[:, :6], z0[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(z1[:, 6:], z0[:, 6:])
+    longer = model.embed(torch.randint(11, (3, 25)))
+    assert solver.initial_state((longer,)).shape == (3, 25, 16)
+    with torch.no_grad():  # usable as the model's solver on other lengths too
+        reference = model(tokens[:, :7], solver="anderson")
+        learned = model(tokens[:, :7], solver=solver)
+    torch.testing.assert_close(learned, reference, rtol=1e-4, atol=1e-4)
+    with pytest.raises(eq.StateMismatchError, match=r"per-sample shape \(length, 16\)"):
+        solver.initial_state((torch.randn(3, 10, 8),))
+    with pytest.raises(TypeError, match="first element of a tuple/list input"):
+        solver.initial_state("tokens")
+    with pytest.raises(ValueError, match="needs a hidden layer"):
+        NeuralSolver.for_model(x, torch.zeros_like(x), init_width=0, init_skip=False)
+
+
 def test_initializer_phase_fits_the_fixed_points_without_touching_the_mixer():
     deq = tiny_deq()
     xs = batches()
@@ -273,3 +305,40 @@ def test_benchmark_pipeline_on_a_tiny_trained_mdeq(tmp_path, capsys):
     section = render(results, tmp_path / "bench")
     assert len(section.checks) == 5 and "solver size" in section.to_markdown()
     assert (tmp_path / "bench" / "neural_residual_vs_nfe.png").is_file()
+
+
+def test_a_file_whose_weights_do_not_fit_its_configuration_is_a_clear_error(tmp_path):
+    x = batches(1)[0]
+    solver = NeuralSolver.for_model(x, torch.zeros_like(x), init_width=4)
+    path = tmp_path / "solver.pt"
+    solver.save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["init_width"] = 6  # the stored weights are for 4 hidden features
+    torch.save(payload, path)
+    with pytest.raises(eq.EquilibriaError, match="do not match its own solver configuration"):
+        NeuralSolver.load(path)
+
+
+@pytest.mark.slow
+def test_benchmark_pipeline_on_a_tiny_language_model(tmp_path):
+    """A tiny DEQ-Transformer from the command line, then the whole benchmark on it."""
+    from dataclasses import replace
+
+    from test_lm import TINY_LM
+
+    from benchmarks.neural_solvers import Settings, run
+    from benchmarks.parts.neural import render
+    from equilibria.cli import main
+
+    pytest.importorskip("matplotlib")
+    assert main(["train", "--out", str(tmp_path / "run"), *TINY_LM, "optim.epochs=1"]) == 0
+    settings = replace(Settings.language(quick=True), cap=12, batch_size=4)
+    results = run(tmp_path / "bench", settings, tmp_path / "run" / "checkpoint.pt", log=print)
+    assert results["task"] == "lm" and results["test_solves"] == 4
+    assert results["test_samples"] == 4 * 12  # characters predicted
+    assert all(2 < v < 10 for v in results["task_metric"]["neural"])  # bits per character
+    section = render(results, tmp_path / "bench")
+    markdown = section.to_markdown()
+    assert "Validation bits/char at a fixed NFE budget" in markdown
+    assert "median NFE per window" in markdown
+    assert (tmp_path / "bench" / "neural_lm_bits_per_char_vs_nfe.png").is_file()

@@ -1,7 +1,8 @@
-"""The learned solver (`eq.NeuralSolver`) on the default MDEQ, against the classical solvers.
+"""The learned solver (`eq.NeuralSolver`) against the classical solvers: on the default MDEQ
+(part `neural`) and on a DEQ-Transformer language model (part `neural-lm`).
 
-See `benchmarks.neural_solvers` for what is trained and measured; this part runs it and turns the
-results into a report section with the residual-vs-NFE and accuracy-vs-NFE plots.
+See `benchmarks.neural_solvers` for what is trained and measured; these parts run it and turn
+the results into a report section with the residual-vs-NFE and task-metric-vs-NFE plots.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ CLASSICAL = ("picard", "anderson", "broyden")
 
 @register(
     "neural",
-    "Learned solver: initializer + learned Anderson updates on the MDEQ",
+    "Learned solver: initializer + learned Anderson updates on the MDEQ (digits)",
     order=230,
     requires=("sklearn", "matplotlib"),
 )
@@ -35,14 +36,28 @@ def run_part(config: BenchConfig) -> Section:
     return render(results, config.out)
 
 
+@register(
+    "neural-lm",
+    "Learned solver on the DEQ-Transformer character language model",
+    order=231,
+    requires=("matplotlib",),
+)
+def run_language_part(config: BenchConfig) -> Section:
+    if config.device != "cpu":
+        raise ValueError("the neural solver benchmark runs on the CPU only")
+    settings = Settings.language(config.quick)
+    results = run(config.out / "neural-lm", settings, log=lambda text: None, seed=config.seed)
+    return render(results, config.out)
+
+
 def _mean(values: list[int]) -> float:
     return sum(values) / len(values)
 
 
 def parity_check(r: dict) -> Check:
-    """At the converged accuracy: NFE and time of the neural solver against the classical best."""
+    """At the converged metric: NFE and time of the neural solver against the classical best."""
     target = (
-        f"at the fully converged accuracy: at least {NFE_TARGET:g}x fewer NFE and "
+        f"at the fully converged {_metric_word(r)}: at least {NFE_TARGET:g}x fewer NFE and "
         f"{TIME_TARGET:g}x less time than the best classical solver"
     )
     budgets = {n: r["parity_budget"][n] for n in CLASSICAL if r["parity_budget"][n] is not None}
@@ -59,22 +74,41 @@ def parity_check(r: dict) -> Check:
     )
 
 
+def _metric_word(r: dict) -> str:
+    return "bits per character" if r.get("task") == "lm" else "accuracy"
+
+
+def _shown(r: dict, value: float) -> float:
+    return r["metric"]["scale"] * value
+
+
 def render(r: dict, out: Path) -> Section:
     """The report section for the results of `benchmarks.neural_solvers.run`."""
     targets = [f"{t:g}" for t in r["targets"]]
     head = f"{r['headline']:g}"
     share = r["solver_parameters"] / r["model_parameters"]
+    language = r["task"] == "lm"
+    per = "window" if language else "sample"
+    metric = r["metric"]
+    held_out = (
+        "validation windows (a residual is over a whole window)" if language else "test images"
+    )
     section = Section(
-        name="neural",
-        title="Learned solver on the default MDEQ (digits)",
+        name="neural-lm" if language else "neural",
+        title=(
+            "Learned solver on the DEQ-Transformer (character language model)"
+            if language
+            else "Learned solver on the default MDEQ (digits)"
+        ),
         summary=(
-            "The MDEQ from `equilibria train` is frozen and an `eq.NeuralSolver` is trained on "
-            "the DEQ inputs of training images (no labels): fixed points from a long Anderson "
-            "solve, the initializer fitted to them alone first, then K unrolled learned steps "
-            "with a loss on every step. Held-out test images; 'initializer + anderson' is the "
-            "learned initial guess followed by classical Anderson (no learned steps). NFE counts "
-            "every cell evaluation, the safeguard's too, plus the initializer's FLOPs as a "
-            "fraction of one evaluation."
+            f"The {'DEQ-Transformer' if language else 'MDEQ'} from `equilibria train` is frozen "
+            "and an `eq.NeuralSolver` is trained on the DEQ inputs of "
+            f"{'training text windows' if language else 'training images'} (no labels): fixed "
+            "points from a long Anderson solve, the initializer fitted to them alone first, then "
+            "K unrolled learned steps with a loss on every step. Held-out "
+            f"{held_out}; 'initializer + anderson' is the learned initial guess followed by "
+            "classical Anderson (no learned steps). NFE counts every cell evaluation, the "
+            "safeguard's too, plus the initializer's FLOPs as a fraction of one evaluation."
         ),
         settings={
             "model": f"{r['model_parameters']} parameters ({r['checkpoint']})",
@@ -89,14 +123,19 @@ def render(r: dict, out: Path) -> Section:
                 f"{r['training']['seconds']:.0f} s ({r['clock']}); loss "
                 f"{r['training']['loss'][0]:.3f} -> {r['training']['loss'][1]:.3f}"
             ),
-            "test": f"{r['test_samples']} images, cap {r['cap']} evaluations",
+            "test": (
+                f"{r['test_solves']} validation windows ({r['test_samples']} characters)"
+                if language
+                else f"{r['test_samples']} images"
+            )
+            + f", cap {r['cap']} evaluations",
             "timing": f"{r['clock']} time, torch {r['torch']}, {r['threads']} thread(s)",
         },
     )
     table = Table(
         "Evaluations to a relative residual (held-out)",
         [Column("solver", "solver")]
-        + [Column(f"s{t}", f"median NFE per sample to {t}", ".2f") for t in targets]
+        + [Column(f"s{t}", f"median NFE per {per} to {t}", ".2f") for t in targets]
         + [Column(f"b{t}", f"mean NFE per batch to {t}", ".1f") for t in targets]
         + [
             Column("seconds", f"{r['clock']} s, all batches to {head}", ".3f"),
@@ -114,28 +153,33 @@ def render(r: dict, out: Path) -> Section:
             row["adjoint"] = _mean(r["adjoint_nfe"][name])
         table.add(**row)
     section.tables.append(table)
-    accuracy = Table(
-        f"Test accuracy % at a fixed NFE budget (fully converged: "
-        f"{100 * r['converged_accuracy']:.2f}%)",
-        [Column("solver", "solver")] + [Column(f"a{b}", f"@ {b} NFE", ".2f") for b in r["budgets"]],
+    converged = f"{_shown(r, r['converged_metric']):.{2 if not language else 3}f}"
+    digits = ".3f" if language else ".2f"
+    by_budget = Table(
+        f"{metric['name'][0].upper()}{metric['name'][1:]} at a fixed NFE budget (fully "
+        f"converged: {converged})",
+        [Column("solver", "solver")]
+        + [Column(f"a{b}", f"@ {b} NFE", digits) for b in r["budgets"]],
     )
-    for name, values in r["accuracy"].items():
-        accuracy.add(
-            solver=name, **{f"a{b}": 100 * a for b, a in zip(r["budgets"], values, strict=True)}
+    for name, values in r["task_metric"].items():
+        by_budget.add(
+            solver=name,
+            **{f"a{b}": _shown(r, v) for b, v in zip(r["budgets"], values, strict=True)},
         )
-    section.tables.append(accuracy)
+    section.tables.append(by_budget)
     parity = Table(
-        f"Cost to the fully converged accuracy ({100 * r['converged_accuracy']:.2f}%)",
+        f"Cost to the fully converged {_metric_word(r)} ({converged}"
+        + (", within 0.1%)" if language else ")"),
         [
             Column("solver", "solver"),
             Column("nfe", "smallest NFE budget that matches it"),
-            Column("seconds", f"{r['clock']} s, test set at that budget", ".3f"),
+            Column("seconds", f"{r['clock']} s, held-out set at that budget", ".3f"),
         ],
     )
     for name, budget in r["parity_budget"].items():
         nfe = None if budget is None else budget + r["nfe_offset"][name]
         seconds = r["parity_seconds"].get(name)
-        parity.add(solver=name, nfe=None if nfe is None else f"{nfe:g}", seconds=seconds)
+        parity.add(solver=name, nfe=None if nfe is None else f"{round(nfe, 2):g}", seconds=seconds)
     section.tables.append(parity)
 
     best = min(CLASSICAL, key=lambda n: _mean(r["batch_nfe"][n][head]))
@@ -146,15 +190,17 @@ def render(r: dict, out: Path) -> Section:
     )
     fastest = min(CLASSICAL, key=lambda n: r["seconds"][n])
     time_ratio = r["seconds_ratio_to_neural"][fastest]
+    sign = 1 if metric["higher_is_better"] else -1
+    slack = 0.005 if not language else 0.01  # half a point of accuracy, or 0.01 bits/char
     equal = all(
-        r["accuracy"]["neural"][i] >= r["accuracy"][best][i] - 0.005
+        sign * (r["task_metric"]["neural"][i] - r["task_metric"][best][i]) >= -slack
         for i in range(len(r["budgets"]))
     )
     section.checks += [
         Check(
             f"at least {NFE_TARGET:g}x fewer NFE than the best classical solver ({best}) to rel "
             f"{head}",
-            f"{ratio:.2f}x per batch, {sample_ratio:.2f}x per sample (median)",
+            f"{ratio:.2f}x per batch, {sample_ratio:.2f}x per {per} (median)",
             ratio >= NFE_TARGET,
         ),
         Check(
@@ -163,7 +209,8 @@ def render(r: dict, out: Path) -> Section:
             time_ratio >= TIME_TARGET,
         ),
         Check(
-            "accuracy at every budget no lower than the best classical solver's (0.5 points)",
+            f"{_metric_word(r)} at every budget no worse than the best classical solver's "
+            + ("(0.01 bits/char)" if language else "(0.5 points)"),
             "yes" if equal else "no",
             equal,
         ),
@@ -181,18 +228,23 @@ def render(r: dict, out: Path) -> Section:
             values = curve[which]
             xs = [i + 1 + r["nfe_offset"][name] for i in range(len(values))]
             lines[name] = (xs, [max(v, 1e-12) for v in values])
-        panels.append((f"{which} sample", "best relative residual", lines))
-    plot = line_plot(out / "neural_residual_vs_nfe.png", panels, xlabel="NFE", log_y=True)
+        panels.append((f"{which} {per}", "best relative residual", lines))
+    prefix = "neural_lm" if language else "neural"
+    plot = line_plot(out / f"{prefix}_residual_vs_nfe.png", panels, xlabel="NFE", log_y=True)
     section.figures.append(Figure(str(plot.relative_to(out)), "Held-out residual vs NFE"))
     lines = {
-        name: (r["budgets"], [100 * a for a in values]) for name, values in r["accuracy"].items()
+        name: (r["budgets"], [_shown(r, v) for v in values])
+        for name, values in r["task_metric"].items()
     }
+    name = "bits_per_char" if language else "accuracy"
     plot = line_plot(
-        out / "neural_accuracy_vs_nfe.png",
-        [("test accuracy", "accuracy %", lines)],
+        out / f"{prefix}_{name}_vs_nfe.png",
+        [(metric["name"], metric["name"], lines)],
         xlabel="NFE budget",
     )
-    section.figures.append(Figure(str(plot.relative_to(out)), "Test accuracy vs NFE budget"))
+    section.figures.append(
+        Figure(str(plot.relative_to(out)), f"{metric['name'].capitalize()} vs NFE budget")
+    )
     if not math.isfinite(ratio):
         section.notes.append("The neural solver did not reach the headline residual.")
     return section

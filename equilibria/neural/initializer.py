@@ -41,19 +41,38 @@ class _PartHead(nn.Module):
         return self.mix(features)
 
 
+class CausalConv(nn.Module):
+    """A 1-d convolution over sequence positions that sees only the current and earlier ones:
+    (batch, length, features) in, (batch, length, out_features) out, any length."""
+
+    def __init__(self, in_features: int, out_features: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(in_features, out_features, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x.transpose(1, 2), (self.kernel - 1, 0))
+        return self.conv(padded).transpose(1, 2)
+
+
 class Initializer(nn.Module):
     """Predicts z0 from the DEQ input x: a shared hidden layer, then one cheap head per part.
 
-    The hidden layer (`width` channels; a 3x3 convolution for images, a linear layer otherwise,
-    then ReLU) sees each position's neighbourhood; each part's head pools [x, hidden] to the
-    part's grid and mixes channels with a 1x1 linear layer. `width=0` drops the hidden layer
-    (a linear map of the pooled input).
+    The hidden layer (`width` channels, then ReLU) sees each position's neighbourhood: a 3x3
+    convolution for images, a causal convolution over the current and two earlier positions for
+    sequences (so a causal model's initial guess never reads later positions), a linear layer
+    for feature vectors. Each part's head pools [x, hidden] to the part's grid and mixes
+    channels with a 1x1 linear layer. `width=0` drops the hidden layer (a linear map of the
+    pooled input); `skip=False` lets the heads read the hidden features only, a bottleneck that
+    keeps the initializer small when the input has many features (a language model's
+    embeddings). Sequences may have any length; images must have the shape of `x_shape`.
 
     Args:
         x_shape: per-sample shape of the DEQ input (no batch dimension).
         state_shapes: per-sample shapes of the state's parts.
         structure: "tensor", "tuple" or "list", the structure of the state to return.
         width: channels of the hidden layer (0: none).
+        skip: whether the heads also read the input itself (needs a hidden layer when False).
     """
 
     def __init__(
@@ -62,33 +81,46 @@ class Initializer(nn.Module):
         state_shapes: Sequence[Sequence[int]],
         structure: str,
         width: int = 0,
+        skip: bool = True,
     ) -> None:
         super().__init__()
         self.x_shape = tuple(x_shape)
         self.state_shapes = [tuple(s) for s in state_shapes]
         self.structure = structure
         check_positive_int("Initializer width", width, minimum=0)
+        if not skip and not width:
+            raise ValueError(
+                "an initializer without the skip path needs a hidden layer (width > 0)"
+            )
+        self.skip = skip
         in_features = self.x_shape[0] if len(self.x_shape) == 3 else self.x_shape[-1]
         self.hidden: nn.Module | None = None
         if width and len(self.x_shape) == 3:
             self.hidden = nn.Conv2d(in_features, width, 3, padding=1)
+        elif width and len(self.x_shape) == 2:
+            self.hidden = CausalConv(in_features, width)
         elif width:
             self.hidden = nn.Linear(in_features, width)
         self.heads = nn.ModuleList(
-            _PartHead(torch.Size(x_shape), in_features + width, torch.Size(s))
+            _PartHead(torch.Size(x_shape), in_features * skip + width, torch.Size(s))
             for s in self.state_shapes
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple | list:
-        if tuple(x.shape[1:]) != self.x_shape:
+        sequence = len(self.x_shape) == 2
+        if x.dim() != len(self.x_shape) + 1 or (
+            x.shape[-1:] != self.x_shape[-1:] if sequence else tuple(x.shape[1:]) != self.x_shape
+        ):
+            expected = f"(length, {self.x_shape[-1]})" if sequence else str(self.x_shape)
             raise StateMismatchError(
-                f"this initializer was built for inputs of per-sample shape {self.x_shape}, "
+                f"this initializer was built for inputs of per-sample shape {expected}, "
                 f"got {tuple(x.shape[1:])}"
             )
         features = x
         if self.hidden is not None:
+            hidden = F.relu(self.hidden(x))
             channel_dim = 1 if x.dim() == 4 else -1
-            features = torch.cat([x, F.relu(self.hidden(x))], dim=channel_dim)
+            features = torch.cat([x, hidden], dim=channel_dim) if self.skip else hidden
         parts = [head(features) for head in self.heads]
         if self.structure == "tensor":
             return parts[0]

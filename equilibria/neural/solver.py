@@ -28,6 +28,18 @@ class NeuralState:
     classical: Any = None  # the Anderson solver's state once the learned steps are used up
 
 
+def primary_input(x: Any) -> torch.Tensor:
+    """The tensor a DEQ input holds for the initializer: `x` itself or its first element."""
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    if isinstance(x, torch.Tensor):
+        return x
+    raise TypeError(
+        "a neural solver predicts the initial state from a tensor input, or from the first "
+        f"element of a tuple/list input; got {type(x).__name__}"
+    )
+
+
 class NeuralSolver(nn.Module, Solver):
     """A fixed-point solver whose initial guess and updates are small trained networks.
 
@@ -43,6 +55,8 @@ class NeuralSolver(nn.Module, Solver):
     Args:
         x_shape, state_shapes, structure: what the initializer maps (see `Initializer`).
         init_width: hidden channels of the initializer (0: a linear map of the pooled input).
+        init_skip: whether the initializer's heads also read the input (False: a bottleneck
+            through the hidden layer, for inputs with many features).
         m: history length.
         pooled, hidden: sizes of the mixing network.
         safeguard: fall back to the classical step as described above.
@@ -58,6 +72,7 @@ class NeuralSolver(nn.Module, Solver):
         structure: str = "tensor",
         *,
         init_width: int = 8,
+        init_skip: bool = True,
         m: int = 5,
         pooled: int = 8,
         hidden: int = 8,
@@ -70,33 +85,45 @@ class NeuralSolver(nn.Module, Solver):
             state_shapes=[tuple(s) for s in state_shapes],
             structure=structure,
             init_width=check_positive_int("NeuralSolver init_width", init_width, 0),
+            init_skip=bool(init_skip),
             m=check_positive_int("NeuralSolver m", m, minimum=2),
             pooled=check_positive_int("NeuralSolver pooled", pooled),
             hidden=check_positive_int("NeuralSolver hidden", hidden),
             learned_steps=check_positive_int("NeuralSolver learned_steps", learned_steps, 0),
         )
         self.safeguard = safeguard
-        self.initializer = Initializer(x_shape, state_shapes, structure, init_width)
+        self.initializer = Initializer(x_shape, state_shapes, structure, init_width, init_skip)
         self.mixer = MixingNetwork(m=m, pooled=pooled, hidden=hidden)
 
     @classmethod
-    def for_model(cls, x: torch.Tensor, z0: State, **options: Any) -> NeuralSolver:
-        """A solver sized for a DEQ whose input looks like `x` and state like `z0`."""
+    def for_model(cls, x: Any, z0: State, **options: Any) -> NeuralSolver:
+        """A solver sized for a DEQ whose input looks like `x` and state like `z0`.
+
+        `x` is the DEQ's input: a tensor, or a tuple/list whose first element is the tensor
+        the initial guess is predicted from (as `(embeddings, memory)` for a DEQ-Transformer).
+        """
         layout = StateLayout.of(z0, "z0")
+        x = primary_input(x)
         return cls(tuple(x.shape[1:]), [tuple(s) for s in layout.shapes], layout.kind, **options)
 
     @property
     def m(self) -> int:
         return self.config["m"]
 
+    @property
+    def sequence_state(self) -> bool:
+        """Whether the state is one (length, features) sequence (whose length may vary)."""
+        shapes = self.config["state_shapes"]
+        return len(shapes) == 1 and len(shapes[0]) == 2 and len(self.config["x_shape"]) == 2
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     # -- the Solver protocol ------------------------------------------------------------------
 
-    def initial_state(self, x: torch.Tensor) -> State:
-        """The learned initial guess z0 for input `x`."""
-        return self.initializer(x)
+    def initial_state(self, x: Any) -> State:
+        """The learned initial guess z0 for the DEQ input `x` (see `for_model`)."""
+        return self.initializer(primary_input(x))
 
     def adjoint_solver(self) -> Anderson:
         """Classical Anderson for the implicit backward: the learned parts were fitted to the
@@ -104,11 +131,16 @@ class NeuralSolver(nn.Module, Solver):
         return Anderson(m=self.m)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> NeuralState:
-        expected = sum(torch.Size(s).numel() for s in self.config["state_shapes"])
-        if z.shape[1] != expected:
+        shapes = self.config["state_shapes"]
+        if self.sequence_state:  # (length, features): any length
+            fits, expected = z.shape[1] % shapes[0][-1] == 0, f"a multiple of {shapes[0][-1]}"
+        else:
+            size = sum(torch.Size(s).numel() for s in shapes)
+            fits, expected = z.shape[1] == size, str(size)
+        if not fits:
             raise StateMismatchError(
-                f"this neural solver was trained for states of per-sample shapes "
-                f"{self.config['state_shapes']} ({expected} values), got {z.shape[1]} values"
+                f"this neural solver was trained for states of per-sample shapes {shapes} "
+                f"({expected} values), got {z.shape[1]} values"
             )
         return NeuralState(history=History.empty(z, self.m))
 
@@ -181,6 +213,7 @@ class NeuralSolver(nn.Module, Solver):
             raise EquilibriaError(f"{path} is not a neural solver file (format {FORMAT} expected)")
         config = dict(payload["config"])
         config.setdefault("init_width", 0)  # files from before the initializer's hidden layer
+        config.setdefault("init_skip", True)  # files from before the bottleneck option
         solver = cls(
             config.pop("x_shape"),
             config.pop("state_shapes"),
@@ -188,5 +221,11 @@ class NeuralSolver(nn.Module, Solver):
             safeguard=payload["safeguard"],
             **config,
         )
-        solver.load_state_dict(payload["state_dict"])
+        try:
+            solver.load_state_dict(payload["state_dict"])
+        except RuntimeError as error:  # weights that do not fit the stored configuration
+            raise EquilibriaError(
+                f"{path} holds weights that do not match its own solver configuration "
+                f"(written by an incompatible version?): {str(error).splitlines()[0]}"
+            ) from None
         return solver
