@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.text import TextData
+from ..errors import check_choice
 from ..models.transformer import DEQTransformer
 from ..training.engine import autocast, penalized, solve_sums, update
 
@@ -76,23 +78,37 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
+    split: str = "val",
+    solve: dict[str, Any] | None = None,
 ) -> dict[str, float | None]:
     """Loss (nats), bits per character and accuracy of next-character prediction on the first
-    `characters` of the validation split (consecutive windows; each window after the first
+    `characters` of `split` ("val" or "train"; consecutive windows; each window after the first
     `memory` characters attends to the `memory` characters before it), and for a DEQ the mean
-    forward NFE and residual per window."""
+    forward NFE and residual per window.
+
+    `solve` (solver=, tol=, max_iter=) replaces a DEQ's eval-mode settings in every solve, the
+    memory's included.
+    """
+    tokens = data.val if check_choice("split", split, ("val", "train")) == "val" else data.train
+    solve = solve or {}
+    if (solve or memory) and not isinstance(model, DEQTransformer):
+        raise TypeError("solve settings and a memory of past equilibria need a DEQTransformer")
     model.eval()
-    starts = data.val_starts(seq_len, characters - memory) + memory
-    starts = starts[starts + seq_len < len(data.val)]
+    # consecutive windows from the split's start, as TextData.val_starts places them
+    fit = max(min((characters - memory) // seq_len, (len(tokens) - 1) // seq_len), 1)
+    starts = torch.arange(fit) * seq_len + memory
+    starts = starts[starts + seq_len < len(tokens)]
     if not len(starts):
         starts = torch.tensor([memory])
     loss = correct = count = nfe = residual = 0.0
     for batch in starts.split(batch_size):
-        inputs, targets = data.windows(data.val, batch - memory, seq_len + memory)
-        inputs, context = with_memory(model, inputs.to(device), memory)
-        targets = targets[:, memory:].to(device)
+        inputs, targets = data.windows(tokens, batch - memory, seq_len + memory)
+        inputs, targets = inputs.to(device), targets[:, memory:].to(device)
+        context = model.run(inputs[:, :memory], **solve).states if memory else None
+        inputs = inputs[:, memory:]
         with autocast(device, precision):
-            logits = model(inputs) if context is None else model(inputs, context)
+            deq = isinstance(model, DEQTransformer)
+            logits = model(inputs, context, **solve) if deq else model(inputs)
         logits = logits.float().flatten(0, 1)
         loss += float(F.cross_entropy(logits, targets.flatten(), reduction="sum"))
         correct += float((logits.argmax(1) == targets.flatten()).sum())
