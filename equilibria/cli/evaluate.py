@@ -1,4 +1,5 @@
-"""`equilibria eval CHECKPOINT`: test a trained model with any solver, tolerance and budget."""
+"""`equilibria eval CHECKPOINT`: test a trained image classifier or language model with any
+solver, tolerance and budget (the language-model parts are in `evaluate_lm`)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from ..data import load_data
 from ..errors import check_choice
 from ..extras import require
 from ..models import build_model
-from ..neural import NeuralSolver
 from ..solvers import SOLVERS
 from ..training import distributed
 from ..training.analysis import elastic_sweep
 from ..training.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from ..training.engine import evaluate
-from ..training.metrics import write_json
 from ..training.plots import plot_accuracy_vs_nfe
+from . import evaluate_lm
 from .arguments import number, stored_config
+from .eval_settings import check_solve_options, describe, neural_solver, solve_options, write_eval
 
 
 def _caps(text: str) -> list[int]:
@@ -44,11 +45,13 @@ def _solver(text: str) -> str:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
-        help="evaluate a checkpoint, at any solver setting or over a sweep of budgets",
+        help="evaluate a classifier or language model, at any solver setting or over budgets",
         description=(
-            "Evaluate a trained model. Without options the solver settings of its config (eval "
-            "mode) are used; --solver, --tol and --max-iter change them, and --sweep evaluates "
-            "at several iteration caps (accuracy against compute)."
+            "Evaluate a trained image classifier (test accuracy) or language model (bits per "
+            "character and accuracy of next-character prediction on its text). Without options "
+            "the solver settings of its config (eval mode) are used; --solver, --tol and "
+            "--max-iter change them, and --sweep evaluates at several iteration caps (accuracy "
+            "or bits per character against compute)."
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="a run folder or checkpoint file")
@@ -61,10 +64,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tol", type=number(float, 0, what="a tolerance"), help="solver tolerance")
     parser.add_argument("--max-iter", type=number(int, 1), help="iteration cap")
     parser.add_argument("--sweep", type=_caps, metavar="CAPS", help="caps, e.g. 1,2,4,8,16")
-    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="test (default; a language model's validation text) or train",
+    )
     parser.add_argument("--batch-size", type=number(int, 1), help="evaluation batch size")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--data-dir", help="folder with the data files")
+    parser.add_argument("--data-dir", help="folder with the image data files (classifiers)")
     parser.add_argument("--out", type=Path, help="write eval.json (and the sweep plot) here")
     parser.set_defaults(run=run)
 
@@ -94,30 +102,21 @@ def _row(label: str, result: dict[str, Any]) -> str:
     return text
 
 
-def _neural_solver(path: Path) -> NeuralSolver:
-    """The learned solver saved beside the checkpoint by `equilibria train-solver`."""
-    solver_path = path.parent / "neural_solver.pt"
-    if not solver_path.is_file():
-        raise ConfigError(
-            f"--solver neural needs a trained solver at {solver_path}; make one with: "
-            f"equilibria train-solver {path}"
-        )
-    return NeuralSolver.load(solver_path)
-
-
 def run(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint)
     checkpoint = load_checkpoint(path)
-    config = _stored_config(path, checkpoint, args)
-    solving = {"solver": args.solver, "tol": args.tol, "max_iter": args.max_iter}
-    solving = {k: v for k, v in solving.items() if v is not None}
-    if config.model.arch != "mdeq" and (solving or args.sweep):
+    task = stored_config(path, checkpoint).run.task
+    if task == "lm":
+        return evaluate_lm.run(args, path)
+    if task != "classify":
         raise ConfigError(
-            f"{path} holds an explicit {config.model.arch}, which runs no solver; --solver, "
-            "--tol, --max-iter and --sweep apply to equilibrium models only"
+            f"{path} holds a run of task {task!r}; eval applies to image classifiers (task "
+            "'classify') and language models (task 'lm')"
         )
-    if args.sweep and args.max_iter:
-        raise ConfigError("--sweep sets the iteration caps itself; drop --max-iter")
+    config = _stored_config(path, checkpoint, args)
+    solving = solve_options(args)
+    arch = config.model.arch
+    check_solve_options(path, f"an explicit {arch}" if arch != "mdeq" else None, solving, args)
     if config.data.dataset == "digits":
         require("sklearn", "the digits data set")
     if args.out and args.sweep:
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         restore_model(model, weights, str(path))
         model.to(runtime.device)
         if args.solver == "neural":
-            solving["solver"] = _neural_solver(path).to(runtime.device)
+            solving["solver"] = neural_solver(path).to(runtime.device)
         batch_size = args.batch_size or config.data.eval_batch_size
         split = data.test if args.split == "test" else data.train
         common = dict(batch_size=batch_size, precision=config.run.precision)
@@ -150,18 +149,13 @@ def run(args: argparse.Namespace) -> int:
         distributed.stop(runtime)
     if not runtime.is_main:
         return 0
-    settings = (
-        ", ".join(f"{k}={getattr(v, 'name', v)}" for k, v in solving.items())
-        or "the config's eval settings"
-    )
+    settings = describe(solving)
     print(f"{path} on {data.name} {args.split if not args.sweep else 'test'} ({settings}):")
     for row in rows:
         label = f"max_iter {row['max_iter']}" if "max_iter" in row else args.split
         print("  " + _row(label, row))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        named = {k: getattr(v, "name", v) for k, v in solving.items()}
-        write_json(args.out / "eval.json", {"checkpoint": str(path), **named, "results": rows})
+        write_eval(args.out, path, solving, rows)
         if args.sweep:
             solver = args.solver or config.deq.eval_solver or config.deq.solver
             plot_accuracy_vs_nfe({solver: rows}, args.out / "accuracy_vs_nfe.png")
