@@ -79,11 +79,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def _stored_config(path: Path, checkpoint: dict, args: argparse.Namespace) -> Config:
     config = stored_config(path, checkpoint)
-    if config.run.task != "classify":
-        raise ConfigError(
-            f"{path} holds a run of task {config.run.task!r}; this command applies to image "
-            "classifiers (task 'classify')"
-        )
     overrides = []
     if args.device:
         overrides.append(f"run.device={args.device}")

@@ -15,7 +15,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data import load_data
-from ..data.text import TextData, load_text
+from ..data.text import TextData
 from ..deq import DEQ
 from ..extras import require
 from ..models import build_model
@@ -23,6 +23,7 @@ from ..neural import NeuralSolver, SolverTraining, fit_neural_solver
 from ..training import distributed
 from ..training.checkpoint import find_checkpoint, load_checkpoint, restore_model
 from .arguments import number, stored_config
+from .evaluate_lm import scored_text
 from .sample import load_language_model
 
 SOLVER_FILENAME = "neural_solver.pt"
@@ -179,12 +180,7 @@ def _language_model_inputs(
             "train-solver applies to equilibrium models only (lm.network=deq)"
         )
     _, vocab, model = load_language_model(path, None)
-    data = load_text(config.lm.text, config.lm.val_fraction)
-    if data.vocab.chars != vocab.chars:
-        raise ConfigError(
-            f"the text of {path}'s run ({data.name}) no longer has the vocabulary the model "
-            "was trained on"
-        )
+    data = scored_text(config, vocab, path)
     model.to(device).eval()
     windows = training_windows(data, args.batches, args.batch_size or 16, config.lm.seq_len)
     return model, deq_inputs(model, find_deq(model), [w.to(device) for w in windows])

@@ -129,7 +129,13 @@ class TextData:
     def val_starts(self, length: int, characters: int) -> torch.Tensor:
         """Starts of consecutive, non-overlapping validation windows covering about the first
         `characters` predicted characters (at least one window)."""
-        count = max(min(characters // length, (len(self.val) - 1) // length), 1)
+        return self.consecutive_starts(self.val, length, characters)
+
+    @staticmethod
+    def consecutive_starts(split: torch.Tensor, length: int, characters: int) -> torch.Tensor:
+        """Starts of consecutive, non-overlapping windows of `split` covering about its first
+        `characters` predicted characters (at least one window)."""
+        count = max(min(characters // length, (len(split) - 1) // length), 1)
         return torch.arange(count) * length
 
 

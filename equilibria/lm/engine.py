@@ -18,16 +18,17 @@ LN2 = math.log(2.0)
 
 
 def with_memory(
-    model: nn.Module, inputs: torch.Tensor, memory: int
+    model: nn.Module, inputs: torch.Tensor, memory: int, **solve: Any
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Split windows of `memory` + L inputs: the last L to predict, and the equilibrium states
-    of the first `memory` (solved without gradients) for them to attend to."""
+    of the first `memory` (solved without gradients, with the `solve` settings) for them to
+    attend to."""
     if not memory:
         return inputs, None
     if not isinstance(model, DEQTransformer):
         raise TypeError("a memory of past equilibria needs a DEQTransformer")
     with torch.no_grad():
-        states = model.run(inputs[:, :memory]).states
+        states = model.run(inputs[:, :memory], **solve).states
     return inputs[:, memory:], states
 
 
@@ -94,18 +95,15 @@ def evaluate(
     if (solve or memory) and not isinstance(model, DEQTransformer):
         raise TypeError("solve settings and a memory of past equilibria need a DEQTransformer")
     model.eval()
-    # consecutive windows from the split's start, as TextData.val_starts places them
-    fit = max(min((characters - memory) // seq_len, (len(tokens) - 1) // seq_len), 1)
-    starts = torch.arange(fit) * seq_len + memory
+    starts = data.consecutive_starts(tokens, seq_len, characters - memory) + memory
     starts = starts[starts + seq_len < len(tokens)]
     if not len(starts):
         starts = torch.tensor([memory])
     loss = correct = count = nfe = residual = 0.0
     for batch in starts.split(batch_size):
         inputs, targets = data.windows(tokens, batch - memory, seq_len + memory)
-        inputs, targets = inputs.to(device), targets[:, memory:].to(device)
-        context = model.run(inputs[:, :memory], **solve).states if memory else None
-        inputs = inputs[:, memory:]
+        inputs, context = with_memory(model, inputs.to(device), memory, **solve)
+        targets = targets[:, memory:].to(device)
         with autocast(device, precision):
             deq = isinstance(model, DEQTransformer)
             logits = model(inputs, context, **solve) if deq else model(inputs)
