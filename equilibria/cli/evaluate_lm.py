@@ -19,7 +19,7 @@ from ..lm.engine import evaluate
 from ..lm.model import context_length
 from ..training import distributed
 from ..training.checkpoint import CheckpointError
-from ..training.plots import pyplot, save_figure
+from ..training.plots import plot_metric_vs_nfe
 from .eval_settings import check_solve_options, describe, neural_solver, solve_options, write_eval
 from .sample import load_language_model
 
@@ -89,18 +89,14 @@ def plot_bpc_vs_nfe(
     sweeps: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *, title: str = ""
 ) -> None:
     """Bits per character against the mean forward NFE spent, one line per labelled sweep."""
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    for label, rows in sweeps.items():
-        axis.plot(
-            [r["forward_nfe"] for r in rows], [r["bpc"] for r in rows], marker="o", label=label
-        )
-    axis.set(
-        xlabel="mean forward NFE per window",
+    plot_metric_vs_nfe(
+        sweeps,
+        path,
+        key="bpc",
         ylabel="bits per character",
+        xlabel="mean forward NFE per window",
         title=title or "bits per character vs inference compute",
     )
-    save_figure(plt, figure, [axis], path)
 
 
 def run(args: argparse.Namespace, path: Path) -> int:

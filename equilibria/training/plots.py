@@ -75,22 +75,40 @@ def plot_residual_traces(traces: Mapping[str, Mapping[str, Sequence[float]]], pa
     plt.close(figure)
 
 
-def plot_accuracy_vs_nfe(
-    sweeps: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *, title: str = ""
+def plot_metric_vs_nfe(
+    sweeps: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    *,
+    key: str,
+    ylabel: str,
+    xlabel: str,
+    title: str,
+    scale: float = 1.0,
 ) -> None:
-    """Test accuracy against the mean forward NFE spent, one line per labelled sweep."""
+    """`scale * row[key]` against the mean forward NFE spent, one line per labelled sweep."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.8))
     for label, rows in sweeps.items():
         axis.plot(
             [r["forward_nfe"] for r in rows],
-            [100 * r["accuracy"] for r in rows],
+            [scale * r[key] for r in rows],
             marker="o",
             label=label,
         )
-    axis.set(
-        xlabel="mean forward NFE per test image",
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    save_figure(plt, figure, [axis], path)
+
+
+def plot_accuracy_vs_nfe(
+    sweeps: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *, title: str = ""
+) -> None:
+    """Test accuracy against the mean forward NFE spent, one line per labelled sweep."""
+    plot_metric_vs_nfe(
+        sweeps,
+        path,
+        key="accuracy",
+        scale=100.0,
         ylabel="test accuracy (%)",
+        xlabel="mean forward NFE per test image",
         title=title or "accuracy vs inference compute",
     )
-    save_figure(plt, figure, [axis], path)
