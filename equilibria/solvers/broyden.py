@@ -18,6 +18,7 @@ class BroydenState:
     v: torch.Tensor  # (batch, memory, features)
     z_prev: torch.Tensor | None = None
     g_prev: torch.Tensor | None = None
+    hg_prev: torch.Tensor | None = None  # H g_prev with the H that took the previous step
     stored: int = 0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,17 +85,30 @@ class Broyden(Solver):
         g: torch.Tensor,
         state: BroydenState,
     ) -> Step:
+        hg = state.apply(g)
         if state.z_prev is not None:
-            state = self._update(state, z - state.z_prev, g - state.g_prev)
-        state.z_prev, state.g_prev = z, g
-        direction = -state.apply(g)
+            state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g, hg)
+        state.z_prev, state.g_prev, state.hg_prev = z, g, hg
+        direction = -hg
         if not self.line_search or f.remaining < 2:
             return Step(z=z + direction, fz=None, state=state)
         z_next, fz_next = _backtrack(f, z, g, direction, min(self.max_backtracks, f.remaining - 1))
         return Step(z=z_next, fz=fz_next, state=state)
 
-    def _update(self, state: BroydenState, dz: torch.Tensor, dg: torch.Tensor) -> BroydenState:
-        """H <- H + (dz - H dg) (dz^T H) / (dz^T H dg), stored as one (u, v) pair."""
+    def _update(
+        self,
+        state: BroydenState,
+        dz: torch.Tensor,
+        dg: torch.Tensor,
+        g: torch.Tensor,
+        hg: torch.Tensor,
+    ) -> tuple[BroydenState, torch.Tensor]:
+        """H <- H + (dz - H dg) (dz^T H) / (dz^T H dg), stored as one (u, v) pair; with it the
+        updated H g, given hg = H g before the update.
+
+        H dg = H g - H g_prev comes from products already computed, so a step applies the
+        low-rank H twice (H g and H^T dz), not three times.
+        """
         v = state.apply_transposed(dz)
         denominator = (v * dg).sum(dim=1, keepdim=True)
         tiny = torch.finfo(dz.dtype).tiny ** 0.5
@@ -102,13 +116,16 @@ class Broyden(Solver):
             v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
         )
         safe = torch.where(usable, denominator, 1.0)
-        u = torch.where(usable, (dz - state.apply(dg)) / safe, 0.0)
+        u = torch.where(usable, (dz - (hg - state.hg_prev)) / safe, 0.0)
         slot = state.stored % self.memory  # a full history restarts from H = -I
-        return BroydenState(
+        updated = BroydenState(
             u=write_slot(state.u, 1, slot, u),
             v=write_slot(state.v, 1, slot, v),
             stored=slot + 1,
         )
+        if slot == 0 and state.stored:  # restarted: H g from scratch
+            return updated, updated.apply(g)
+        return updated, hg + u * (v * g).sum(dim=1, keepdim=True)
 
 
 def _backtrack(
