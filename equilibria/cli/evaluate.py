@@ -71,7 +71,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="test (default; a language model's validation text) or train",
     )
     parser.add_argument("--batch-size", type=number(int, 1), help="evaluation batch size")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     parser.add_argument("--data-dir", help="folder with the image data files (classifiers)")
     parser.add_argument("--out", type=Path, help="write eval.json (and the sweep plot) here")
     parser.set_defaults(run=run)
