@@ -153,7 +153,8 @@ def render(r: dict, out: Path) -> Section:
             row["adjoint"] = _mean(r["adjoint_nfe"][name])
         table.add(**row)
     section.tables.append(table)
-    converged = f"{_shown(r, r['converged_metric']):.{2 if not language else 3}f}"
+    value = _shown(r, r["converged_metric"])
+    converged = f"{value:.3f} bits/char" if language else f"{value:.2f}%"
     digits = ".3f" if language else ".2f"
     by_budget = Table(
         f"{metric['name'][0].upper()}{metric['name'][1:]} at a fixed NFE budget (fully "
