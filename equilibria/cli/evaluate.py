@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(path)
     task = stored_config(path, checkpoint).run.task
     if task == "lm":
-        return evaluate_lm.run(args, path)
+        return evaluate_lm.run(args, path, checkpoint)
     if task != "classify":
         raise ConfigError(
             f"{path} holds a run of task {task!r}; eval applies to image classifiers (task "

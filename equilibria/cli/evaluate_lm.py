@@ -99,14 +99,15 @@ def plot_bpc_vs_nfe(
     )
 
 
-def run(args: argparse.Namespace, path: Path) -> int:
-    """`equilibria eval` (options `args`) of the language-model checkpoint at `path`."""
+def run(args: argparse.Namespace, path: Path, checkpoint: dict) -> int:
+    """`equilibria eval` (options `args`) of the language-model checkpoint at `path` (read as
+    `checkpoint`)."""
     if args.data_dir:
         raise ConfigError(
             "--data-dir applies to image classifiers; a language model reads the text file of "
             "its config (lm.text)"
         )
-    config, vocab, model = load_language_model(path, args.device)
+    config, vocab, model = load_language_model(path, args.device, checkpoint)
     solving = solve_options(args)
     network = config.lm.network
     explicit = f"an explicit transformer (lm.network={network})" if network != "deq" else None

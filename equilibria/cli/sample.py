@@ -43,9 +43,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def load_language_model(path: Path, device: str | None) -> tuple[Config, Vocabulary, object]:
-    """The config, vocabulary and trained model of the language-model checkpoint at `path`."""
-    checkpoint = load_checkpoint(path)
+def load_language_model(
+    path: Path, device: str | None, checkpoint: dict | None = None
+) -> tuple[Config, Vocabulary, object]:
+    """The config, vocabulary and trained model of the language-model checkpoint at `path`
+    (`checkpoint`: its contents, when the caller has already read them)."""
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
     config = stored_config(path, checkpoint)
     if config.run.task != "lm":
         raise ConfigError(

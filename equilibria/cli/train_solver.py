@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = distributed.start(config.run.device)
     try:
         if language:
-            model, inputs = _language_model_inputs(path, config, args, runtime.device)
+            model, inputs = _language_model_inputs(path, checkpoint, config, args, runtime.device)
         else:
             model, inputs = _classifier_inputs(path, checkpoint, config, args, runtime.device)
         deq = find_deq(model)
@@ -170,7 +170,7 @@ def _classifier_inputs(
 
 
 def _language_model_inputs(
-    path: Path, config: Config, args: argparse.Namespace, device: torch.device
+    path: Path, checkpoint: dict, config: Config, args: argparse.Namespace, device: torch.device
 ) -> tuple[torch.nn.Module, list[Any]]:
     """The frozen DEQ-Transformer and the DEQ inputs of `args.batches` batches of training
     windows (`lm.seq_len` characters each, drawn with seed 0)."""
@@ -179,7 +179,7 @@ def _language_model_inputs(
             f"{path} holds an {config.lm.network} transformer, which runs no solver; "
             "train-solver applies to equilibrium models only (lm.network=deq)"
         )
-    _, vocab, model = load_language_model(path, None)
+    _, vocab, model = load_language_model(path, None, checkpoint)
     data = scored_text(config, vocab, path)
     model.to(device).eval()
     windows = training_windows(data, args.batches, args.batch_size or 16, config.lm.seq_len)
