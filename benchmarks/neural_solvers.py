@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import torch
 from torch.nn import functional as F
 
 import equilibria as eq
+from equilibria.lm.engine import LN2
 from equilibria.neural import NeuralSolver, SolverTraining, fit_neural_solver
 from equilibria.state import StateLayout
 
@@ -245,14 +245,14 @@ def load_frozen_classifier(path: Path, settings: Settings) -> Frozen:
 def load_frozen_language_model(path: Path, settings: Settings) -> Frozen:
     """The DEQ-Transformer of checkpoint `path` in eval mode: the DEQ inputs of training windows
     (drawn as `equilibria train-solver` draws them) and consecutive validation windows."""
+    from equilibria.cli.evaluate_lm import scored_text
     from equilibria.cli.sample import load_language_model
     from equilibria.cli.train_solver import deq_inputs, find_deq, training_windows
-    from equilibria.data.text import load_text
 
-    config, _, model = load_language_model(path, None)
+    config, vocab, model = load_language_model(path, None)
     model.eval()
     deq = find_deq(model)
-    data = load_text(config.lm.text, config.lm.val_fraction)
+    data = scored_text(config, vocab, path)
     length = config.lm.seq_len
     train = training_windows(data, settings.solver_batches, settings.batch_size, length)
     starts = data.val_starts(length, len(data.val)).split(settings.batch_size)
@@ -342,7 +342,7 @@ def task_metric(frozen: Frozen, solver: Any, budget: int) -> float:
             logits = frozen.model(inputs, solver=solver, max_iter=budget, tol=0.0)
             if frozen.task == "lm":
                 loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-                total += float(loss) / math.log(2)
+                total += float(loss) / LN2
             else:
                 total += int((logits.argmax(1) == targets).sum())
             count += targets.numel()
