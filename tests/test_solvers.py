@@ -101,21 +101,78 @@ def test_anderson_regularization_scales_with_the_problem():
     torch.testing.assert_close(scaled.z * 1e6, p.answer, atol=1e-8, rtol=0)
 
 
-def test_broyden_memory_is_bounded():
-    p = affine(torch.float64, norm=0.9)
-    solver = Broyden(memory=4)
-    state = solver.init(p.z0, p.f(p.z0), p.f(p.z0) - p.z0)
-    shapes = (state.u.shape, state.v.shape)
-    budget = eq.solvers.EvaluationBudget(p.f, 100)
+def broyden_steps(solver, p, steps):
+    """Steps of `solver` on problem `p` taken by hand: yields (z, next z, state after the step).
+
+    The state's buffers are updated in place by later steps, so read it before the next one.
+    """
+    budget = eq.solvers.EvaluationBudget(p.f, 10 * steps)
     z = p.z0
-    for _ in range(20):
-        fz = p.f(z)
+    fz = p.f(z)
+    state = solver.init(z, fz, fz - z)
+    for _ in range(steps):
         step = solver.step(budget, z, fz, fz - z, state)
+        yield z, step.z, step.state
         z, state = step.z, step.state
-        assert (state.u.shape, state.v.shape) == shapes
-        assert state.stored <= 4
-    sol = eq.solve(p.f, p.z0, solver, tol=1e-9, stop_mode="abs", max_iter=300)
-    assert sol.status == eq.Status.CONVERGED
+        fz = p.f(z)
+
+
+def test_broyden_memory_is_bounded():
+    """Memory 4 matches unlimited memory until the first restart, then keeps converging with at
+    most 4 stored pairs on a problem that takes many more steps."""
+    p = affine(torch.float64, norm=0.9)
+    memory = 4
+    bounded, stored = [], []
+    for _, z, state in broyden_steps(Broyden(memory=memory), p, 60):
+        bounded.append(z)
+        stored.append(state.stored)
+        assert state.u.shape == state.v.shape == (3, memory, 12)
+    unlimited = [z for _, z, _ in broyden_steps(Broyden(memory=100), p, memory + 2)]
+    # step 1 has no pair yet; steps 2..memory+1 add pairs 1..memory; step memory+2 restarts
+    for k in range(memory + 1):
+        assert torch.equal(bounded[k], unlimited[k]), k
+    assert not torch.allclose(bounded[memory + 1], unlimited[memory + 1])
+    assert max(stored) == memory and stored.count(1) > 3  # restarted several times
+    assert float((p.f(bounded[-1]) - bounded[-1]).norm(dim=1).max()) < 1e-9
+    sol = eq.solve(p.f, p.z0, Broyden(memory=memory), tol=1e-9, stop_mode="abs", max_iter=300)
+    assert sol.status == eq.Status.CONVERGED and sol.nfe > 3 * memory
+
+
+def test_broyden_update_satisfies_the_secant_condition_also_after_a_restart():
+    """Every update, including the first after each restart from H = -I, gives H dg = dz."""
+    p = affine(torch.float64, norm=0.9)
+    stored = []
+    previous = None
+    for z, _, state in broyden_steps(Broyden(memory=2), p, 9):
+        if previous is not None:  # this step added the pair previous -> z
+            dz = z - previous
+            dg = (p.f(z) - z) - (p.f(previous) - previous)
+            torch.testing.assert_close(state.apply(dg), dz, rtol=0, atol=1e-13 * dz.norm())
+            stored.append(state.stored)
+        previous = z
+    assert stored == [1, 2, 1, 2, 1, 2, 1, 2]
+
+
+def test_broyden_skips_nearly_orthogonal_pairs():
+    """A pair with dz^T H dg at round-off level gives no update (it would be noise times 1e9)."""
+    solver = Broyden()
+    features = 8
+    dz = torch.zeros(2, features)
+    dz[:, 0] = 1.0
+    dg = torch.zeros(2, features)
+    dg[:, 1] = 1.0
+    dg[0, 0] = 1e-9  # sample 0: cosine 1e-9 with H = -I; sample 1: cosine 1e-2, a usable pair
+    dg[1, 0] = 1e-2
+    zero = torch.zeros(2, features)
+    budget = eq.solvers.EvaluationBudget(lambda z: z, 0)
+    state = solver.init(zero, zero, zero)
+    state = solver.step(budget, zero, zero, zero, state).state
+    state = solver.step(budget, dz, dz + dg, dg, state).state
+    assert state.stored == 1
+    assert torch.equal(state.u[0, 0], torch.zeros(features))  # sample 0 rejected
+    x = torch.randn(features)
+    torch.testing.assert_close(state.apply(x.expand(2, -1))[0], -x, rtol=0, atol=0)
+    torch.testing.assert_close(state.apply(dg)[1], dz[1])  # sample 1 updated
 
 
 def test_broyden_line_search_counts_its_evaluations():

@@ -85,9 +85,10 @@ class Broyden(Solver):
         g: torch.Tensor,
         state: BroydenState,
     ) -> Step:
-        hg = state.apply(g)
-        if state.z_prev is not None:
-            state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g, hg)
+        if state.z_prev is None:
+            hg = state.apply(g)
+        else:
+            state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g)
         state.z_prev, state.g_prev, state.hg_prev = z, g, hg
         direction = -hg
         if not self.line_search or f.remaining < 2:
@@ -96,35 +97,34 @@ class Broyden(Solver):
         return Step(z=z_next, fz=fz_next, state=state)
 
     def _update(
-        self,
-        state: BroydenState,
-        dz: torch.Tensor,
-        dg: torch.Tensor,
-        g: torch.Tensor,
-        hg: torch.Tensor,
+        self, state: BroydenState, dz: torch.Tensor, dg: torch.Tensor, g: torch.Tensor
     ) -> tuple[BroydenState, torch.Tensor]:
         """H <- H + (dz - H dg) (dz^T H) / (dz^T H dg), stored as one (u, v) pair; with it the
-        updated H g, given hg = H g before the update.
+        updated H g.
 
-        H dg = H g - H g_prev comes from products already computed, so a step applies the
-        low-rank H twice (H g and H^T dz), not three times.
+        A full history restarts from H = -I, and the pair is then computed against -I, so that
+        every update satisfies the secant condition H dg = dz. Otherwise H dg = H g - H g_prev
+        comes from products already computed, so a step applies the low-rank H twice (H g and
+        H^T dz), not three times. A pair whose denominator is at round-off level (dz nearly
+        orthogonal to H dg, relative to the dtype's epsilon) is skipped: its update would be
+        noise amplified without bound.
         """
-        v = state.apply_transposed(dz)
+        slot = state.stored % self.memory
+        if slot == 0 and state.stored:  # restart: H = -I
+            v, h_dg, hg = -dz, -dg, -g
+        else:
+            hg = state.apply(g)
+            v, h_dg = state.apply_transposed(dz), hg - state.hg_prev
         denominator = (v * dg).sum(dim=1, keepdim=True)
-        tiny = torch.finfo(dz.dtype).tiny ** 0.5
-        usable = denominator.abs() > tiny * (
-            v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
-        )
+        scale = v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
+        usable = denominator.abs() > torch.finfo(dz.dtype).eps * scale
         safe = torch.where(usable, denominator, 1.0)
-        u = torch.where(usable, (dz - (hg - state.hg_prev)) / safe, 0.0)
-        slot = state.stored % self.memory  # a full history restarts from H = -I
+        u = torch.where(usable, (dz - h_dg) / safe, 0.0)
         updated = BroydenState(
             u=write_slot(state.u, 1, slot, u),
             v=write_slot(state.v, 1, slot, v),
             stored=slot + 1,
         )
-        if slot == 0 and state.stored:  # restarted: H g from scratch
-            return updated, updated.apply(g)
         return updated, hg + u * (v * g).sum(dim=1, keepdim=True)
 
 
