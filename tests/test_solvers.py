@@ -101,6 +101,27 @@ def test_anderson_regularization_scales_with_the_problem():
     torch.testing.assert_close(scaled.z * 1e6, p.answer, atol=1e-8, rtol=0)
 
 
+def test_anderson_forms_its_least_squares_system_in_float64():
+    """Nearly parallel float32 residual differences: the step matches weights computed from the
+    same float32 buffers with float64 products (float32 products are off by ~1e-3)."""
+    gen = torch.Generator().manual_seed(5)
+    features = 64
+    a, b, g, *zs = (torch.randn(1, features, generator=gen) for _ in range(6))
+    residuals = [g, g + a, g + a + (a + 1e-3 * b)]  # differences a and a + 1e-3 b
+    solver = Anderson(m=2)
+    budget = eq.solvers.EvaluationBudget(lambda z: z, 0)
+    state = solver.init(zs[0], zs[0] + g, g)
+    for z, r in zip(zs, residuals, strict=True):
+        step = solver.step(budget, z, z + r, r, state)
+        state = step.state
+    dx, dg, g = state.dx.double(), state.dg.double(), residuals[-1].double()
+    gamma = solver._mixing_weights(dg @ dg.mT, (dg @ g.unsqueeze(2)).squeeze(2), torch.float32)
+    x = zs[-1].double() + g
+    reference = x - (gamma.double().unsqueeze(1) @ dx).squeeze(1)
+    error = (step.z.double() - reference).norm() / (reference - x).norm()
+    assert error < 1e-6, float(error)
+
+
 def broyden_steps(solver, p, steps):
     """Steps of `solver` on problem `p` taken by hand: yields (z, next z, state after the step).
 

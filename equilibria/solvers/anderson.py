@@ -15,7 +15,7 @@ from .base import EvaluationBudget, Solver, Step, write_slot
 class AndersonState:
     dx: torch.Tensor  # (batch, m, features): differences of consecutive z + beta g
     dg: torch.Tensor  # (batch, m, features): differences of consecutive residuals
-    gram: torch.Tensor  # (batch, m, m): dg dg^T, updated one row per step
+    gram: torch.Tensor  # (batch, m, m) float64: dg dg^T, updated one row per step
     x_prev: torch.Tensor | None = None  # the previous z + beta g, and the previous residual
     g_prev: torch.Tensor | None = None
     stored: int = 0  # number of filled history slots
@@ -29,8 +29,8 @@ class Anderson(Solver):
     Each step solves min_gamma ||g - dG gamma||^2 + reg ||gamma||^2 over the differences dG of the
     recent residuals, then moves to z + beta g - (dZ + beta dG) gamma. The small Gram system is
     equilibrated (unit diagonal), so `reg` is relative to the size of the residuals and the step
-    does not stall at tight tolerances; it is solved in float64 and stays finite even when the
-    history is singular (repeated or zero residual differences).
+    does not stall at tight tolerances; it is formed and solved in float64 and stays finite even
+    when the history is singular (repeated or zero residual differences).
 
     Args:
         m: history length (number of past steps mixed).
@@ -59,7 +59,7 @@ class Anderson(Solver):
         return AndersonState(
             dx=z.new_zeros(batch, self.m, features),
             dg=z.new_zeros(batch, self.m, features),
-            gram=z.new_zeros(batch, self.m, self.m),
+            gram=z.new_zeros(batch, self.m, self.m, dtype=torch.float64),
         )
 
     def step(
@@ -79,9 +79,13 @@ class Anderson(Solver):
         dx = write_slot(state.dx, 1, slot, x - state.x_prev)
         dg = write_slot(state.dg, 1, slot, g - state.g_prev)
         # one product gives the Gram matrix's new row (and column) and the right-hand side
-        # dg g; unfilled slots hold zeros. Vectors go first: batched vector-matrix products
-        # are several times faster than matrix-vector ones on CPU.
-        products = torch.bmm(torch.stack((dg[:, slot], g), dim=1), dg.transpose(1, 2))
+        # dg g; unfilled slots hold zeros. It is formed in float64: with nearly parallel
+        # residual differences, products in the state's dtype lose the small eigenvalues the
+        # weights depend on. Vectors go first: batched vector-matrix products are several times
+        # faster than matrix-vector ones on CPU.
+        history = dg.double()
+        vectors = torch.stack((history[:, slot], g.double()), dim=1)
+        products = torch.bmm(vectors, history.transpose(1, 2))
         row = products[:, 0]
         gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
         n = min(state.stored + 1, self.m)
@@ -97,10 +101,9 @@ class Anderson(Solver):
     ) -> torch.Tensor:
         """gamma minimizing ||g - dg^T gamma||^2 + reg ||D gamma||^2, D the column norms.
 
-        `gram` is dg dg^T and `rhs` is dg g, for the filled history slots.
+        `gram` is dg dg^T and `rhs` is dg g (float64), for the filled history slots; the weights
+        come back in `dtype`.
         """
-        rhs = rhs.double()
-        gram = gram.double()
         scale = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(torch.finfo(torch.float64).tiny)
         scale = scale.sqrt()
         normalized = gram / (scale.unsqueeze(2) * scale.unsqueeze(1))
