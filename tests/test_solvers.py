@@ -72,6 +72,36 @@ def test_bfloat16_states_do_not_crash(solver):
     torch.testing.assert_close(sol.z.float(), p.answer, atol=2e-2, rtol=0)
 
 
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "broyden-linesearch"])
+def test_solver_arithmetic_ignores_autocast(solver):
+    """Under bf16 autocast a float32 solve takes the same iterates as without it (the solvers'
+    products stay float32), while f itself is still evaluated under the caller's autocast."""
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(12, 12, generator=gen) * 0.25
+    x = torch.randn(3, 12, generator=gen)
+
+    def run():
+        points, autocast = [], []
+
+        def f(z):  # elementwise ops and a sum only: autocast leaves them in float32
+            points.append(z.clone())
+            autocast.append(torch.is_autocast_enabled("cpu"))
+            return torch.tanh((z.unsqueeze(1) * w).sum(dim=2) + x)
+
+        options = dict(tol=0.0, max_iter=20, patience=None, on_failure="ignore")
+        sol = eq.solve(f, torch.zeros(3, 12), SOLVERS[solver], **options)
+        assert sol.z.dtype == torch.float32
+        return points, autocast
+
+    plain, plain_autocast = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast, cast_autocast = run()
+    assert len(plain) == len(cast) == 20
+    assert not any(plain_autocast) and all(cast_autocast)
+    for k, (a, b) in enumerate(zip(plain, cast, strict=True)):
+        assert torch.equal(a, b), f"evaluation {k} differs"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("f", ["identity", "constant", "no_fixed_point"])
 def test_anderson_never_nan_on_singular_history(f, dtype):

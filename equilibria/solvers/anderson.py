@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
-from .base import EvaluationBudget, Solver, Step, write_slot
+from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
 
 
 @dataclass
@@ -82,15 +82,17 @@ class Anderson(Solver):
         # dg g; unfilled slots hold zeros. It is formed in float64: with nearly parallel
         # residual differences, products in the state's dtype lose the small eigenvalues the
         # weights depend on. Vectors go first: batched vector-matrix products are several times
-        # faster than matrix-vector ones on CPU.
-        history = dg.double()
-        vectors = torch.stack((history[:, slot], g.double()), dim=1)
-        products = torch.bmm(vectors, history.transpose(1, 2))
-        row = products[:, 0]
-        gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
-        n = min(state.stored + 1, self.m)
-        gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype).unsqueeze(1)
-        z_next = torch.baddbmm(x.unsqueeze(1), gamma, dx[:, :n], alpha=-1).squeeze(1)
+        # faster than matrix-vector ones on CPU. Autocast is off: it would run them in bf16.
+        with autocast_off(z.device):
+            history = dg.double()
+            vectors = torch.stack((history[:, slot], g.double()), dim=1)
+            products = torch.bmm(vectors, history.transpose(1, 2))
+            row = products[:, 0]
+            gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
+            n = min(state.stored + 1, self.m)
+            gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype)
+            z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
+        z_next = z_next.squeeze(1)
         state = AndersonState(
             dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g, stored=n, next_slot=(slot + 1) % self.m
         )

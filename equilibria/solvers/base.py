@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,6 +71,17 @@ class Solver(ABC):
         self, f: EvaluationBudget, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor, state: Any
     ) -> Step:
         """Propose the next iterate. Extra calls to `f` are allowed and counted."""
+
+
+def autocast_off(device: torch.device) -> AbstractContextManager:
+    """A context in which the solvers' own products run in the state's dtype under autocast.
+
+    Evaluations of f belong outside it: they run under the caller's autocast.
+    """
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not support: nothing to turn off
+        return nullcontext()
 
 
 def write_slot(buffer: torch.Tensor, dim: int, index: int, value: torch.Tensor) -> torch.Tensor:

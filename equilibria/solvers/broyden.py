@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import check_positive_int
-from .base import EvaluationBudget, Solver, Step, write_slot
+from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
 
 
 @dataclass
@@ -85,10 +85,11 @@ class Broyden(Solver):
         g: torch.Tensor,
         state: BroydenState,
     ) -> Step:
-        if state.z_prev is None:
-            hg = state.apply(g)
-        else:
-            state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g)
+        with autocast_off(z.device):  # under bf16 autocast the products would run in bf16
+            if state.z_prev is None:
+                hg = state.apply(g)
+            else:
+                state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g)
         state.z_prev, state.g_prev, state.hg_prev = z, g, hg
         direction = -hg
         if not self.line_search or f.remaining < 2:
