@@ -17,7 +17,7 @@ import torch
 from .errors import NonFiniteError, check_choice, check_fraction, check_positive_int
 from .solution import Solution
 from .solve import SolveSettings, solve_with
-from .solvers import Solver, make_solver
+from .solvers import Picard, Solver, make_solver
 
 FlatMap = Callable[[torch.Tensor], torch.Tensor]
 Recorder = Callable[[Solution], None]
@@ -40,12 +40,38 @@ class Backward(ABC):
         return f"{type(self).__name__}({fields})"
 
 
+# The adjoint's default solver: the damped fixed-point iteration y <- y + d (y J + g - y) from
+# y = g. Run to convergence it gives the exact implicit gradient, like any solver. Cut after K
+# steps, as it is in training, it is a truncated damped Neumann series: on an eigenvalue s of J
+# it multiplies g by p_K(s) = q^K + (1 - q^K) / (1 - s), q = 1 - d (1 - s). That is the exact
+# 1 / (1 - s) on the well-separated part of the spectrum, at most 1 + d K where s nears 1, and
+# positive, like the sensitivity of the iterates themselves, where s passes 1 (an unstable
+# fixed point, which the forward solve cannot reach). Accelerated solvers (Anderson, Broyden:
+# Krylov-like on this linear equation) approximate 1 / (1 - s) on every mode they resolve, so a
+# cut-short adjoint amplifies the near-singular modes and flips the sign of the unstable ones;
+# training on it rewards pushing the spectrum of J towards 1, and the model leaves equilibrium.
+ADJOINT_DAMPING = 0.5
+
+
+def default_adjoint_solver() -> Solver:
+    """The solver of the adjoint equation when `Implicit` names none (see ADJOINT_DAMPING)."""
+    return Picard(damping=ADJOINT_DAMPING)
+
+
 class Implicit(Backward):
-    """Exact gradients by the implicit function theorem.
+    """Gradients by the implicit function theorem.
 
     When the gradient g of the output arrives, the adjoint fixed point y = y J_f(z*) + g is solved
     with vector-Jacobian products only, using its own solver settings (each None defaults to the
-    forward's), and y flows on through the one differentiable cell application at z*.
+    forward's tolerance, cap and stop mode), and y flows on through the one differentiable cell
+    application at z*.
+
+    The adjoint's solver defaults to the damped fixed-point iteration `eq.Picard(damping=0.5)`,
+    whatever the forward uses: converged, it gives the exact implicit gradient; stopped at its
+    cap, it gives a truncated damped Neumann series, which stays bounded and keeps its sign
+    where the cell's Jacobian has eigenvalues near or past 1. Name an accelerated solver
+    (`eq.Implicit("anderson")`) to reach a tight tolerance in fewer evaluations when the forward
+    solve converges to a stable fixed point (hypergradients, gradient checks).
     """
 
     name: ClassVar[str] = "implicit"
@@ -59,9 +85,11 @@ class Implicit(Backward):
         stop_mode: str | None = None,
         **solver_options: Any,
     ) -> None:
-        if solver is not None or solver_options:
+        if solver is None and solver_options:  # hyperparameters of the default solver
+            solver, solver_options = "picard", {"damping": ADJOINT_DAMPING, **solver_options}
+        if solver is not None:
             solver = make_solver(
-                solver if solver is not None else "anderson",
+                solver,
                 solver_options,
                 owner="Implicit()",
                 other_keywords=("solver", "tol", "max_iter", "stop_mode"),
@@ -71,13 +99,13 @@ class Implicit(Backward):
         self.max_iter = max_iter
         self.stop_mode = stop_mode
         # validate now: a bad value must fail here, not in the middle of a backward pass
-        self.settings_for(SolveSettings(solver=solver or make_solver("anderson")))
+        self.settings_for(SolveSettings(solver=solver or default_adjoint_solver()))
 
     def settings_for(self, forward: SolveSettings) -> SolveSettings:
         """The adjoint solve's settings: this strategy's values over the forward's (with the
-        forward solver's `adjoint_solver()` when this strategy names no solver)."""
+        damped fixed-point iteration when this strategy names no solver)."""
         return forward.updated(
-            solver=self.solver or forward.solver.adjoint_solver(),
+            solver=self.solver or default_adjoint_solver(),
             tol=self.tol,
             max_iter=self.max_iter,
             stop_mode=self.stop_mode,

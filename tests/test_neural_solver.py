@@ -76,7 +76,7 @@ def test_usable_wherever_a_solver_is_accepted():
     torch.testing.assert_close(first, expected.detach())
     assert isinstance(eq.NeuralSolver, type) and eq.DEQ(deq.cell, solver=solver)
     z.sum().backward()
-    assert deq.stats.backward.solver == "anderson"  # the adjoint solve is classical
+    assert deq.stats.backward.solver == "picard"  # the adjoint solve is the classical default
     sol = eq.solve(lambda v: deq.cell(v, x), solver.initial_state(x), solver, tol=1e-6)
     assert sol.status == eq.Status.CONVERGED
 

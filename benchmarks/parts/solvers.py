@@ -137,7 +137,7 @@ def ours(problem: Problem, variant: Variant, s: Settings) -> Contender:
             max_iter=s.max_iter,
             stop_mode=s.stop_mode,
             on_failure="ignore",
-            backward=eq.Implicit(tol=s.backward_tol, max_iter=s.max_iter),
+            backward=eq.Implicit(variant.solver, tol=s.backward_tol, max_iter=s.max_iter),
             **variant.ours,
         )
 

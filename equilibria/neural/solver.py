@@ -125,11 +125,6 @@ class NeuralSolver(nn.Module, Solver):
         """The learned initial guess z0 for the DEQ input `x` (see `for_model`)."""
         return self.initializer(primary_input(x))
 
-    def adjoint_solver(self) -> Anderson:
-        """Classical Anderson for the implicit backward: the learned parts were fitted to the
-        forward equation (learned steps there measured more evaluations, not fewer)."""
-        return Anderson(m=self.m)
-
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> NeuralState:
         shapes = self.config["state_shapes"]
         if self.sequence_state:  # (length, features): any length

@@ -1,0 +1,95 @@
+"""The implicit backward's default adjoint solve: exact when it converges, and a bounded,
+sign-keeping filter of the spectrum when it is cut at its cap (the normal regime of training)."""
+
+import pytest
+import torch
+from torch import nn
+
+import equilibria as eq
+from equilibria.backward import ADJOINT_DAMPING
+
+
+class SymmetricLinearCell(nn.Module):
+    """f(z, x) = z Q diag(s) Q^T + x: its Jacobian has the known eigenvalues s."""
+
+    def __init__(self, eigenvalues: list[float]) -> None:
+        super().__init__()
+        n = len(eigenvalues)
+        torch.manual_seed(0)
+        q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
+        self.q = q
+        s = torch.tensor(eigenvalues, dtype=torch.float64)
+        self.weight = nn.Parameter(q @ torch.diag(s) @ q.T)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight.T + x
+
+
+def adjoint_of(cell, backward, upstream, forward_cap=2):
+    """The adjoint solution y of one backward pass, with the forward solve cut short too."""
+    deq = eq.DEQ(cell, "anderson", tol=1e-12, max_iter=forward_cap, backward=backward)
+    deq.train()
+    x = torch.zeros_like(upstream)
+    (deq(x, on_failure="ignore") * upstream).sum().backward()
+    return deq.stats.backward.z, deq.stats.backward.nfe
+
+
+def filter_polynomial(s: torch.Tensor, steps: int, d: float) -> torch.Tensor:
+    """p_K(s) = q^K + (1 - q^K) / (1 - s), q = 1 - d (1 - s): K damped steps from y = g."""
+    q = 1 - d * (1 - s)
+    return q**steps + (1 - q**steps) / (1 - s)
+
+
+def test_cut_short_default_adjoint_is_the_damped_neumann_filter():
+    # one slow mode (0.999: the exact adjoint amplifies it 1000x) among fast ones
+    eigenvalues = torch.tensor([0.999, 0.5, 0.2, -0.3], dtype=torch.float64)
+    cell = SymmetricLinearCell(eigenvalues.tolist())
+    upstream = torch.ones(1, 4, dtype=torch.float64)
+    cap = 20
+    y, nfe = adjoint_of(cell, eq.Implicit(max_iter=cap), upstream)
+    assert nfe == cap
+    in_modes = (y @ cell.q) / (upstream @ cell.q)  # the multiplier on each eigenvector
+    expected = filter_polynomial(eigenvalues, cap - 1, ADJOINT_DAMPING)
+    torch.testing.assert_close(in_modes[0], expected)
+    # bounded by 1 + d K on the slow mode, where the exact inverse gives 1 / (1 - 0.999) = 1000
+    assert in_modes[0, 0] <= 1 + ADJOINT_DAMPING * cap
+
+
+def test_cut_short_default_adjoint_keeps_the_sign_of_an_unstable_mode():
+    # an eigenvalue past 1: the fixed point is unstable and the exact inverse flips the sign
+    eigenvalues = [1.05, 0.6, 0.3]
+    cell = SymmetricLinearCell(eigenvalues)
+    upstream = torch.tensor([[1.0, 2.0, -1.0]], dtype=torch.float64)
+    exact = torch.linalg.solve(
+        torch.eye(3, dtype=torch.float64) - cell.weight.detach().T, upstream[0]
+    )
+    y, _ = adjoint_of(cell, eq.Implicit(max_iter=20), upstream)
+    unstable = cell.q[:, 0]
+    g_along, y_along, exact_along = (v.flatten() @ unstable for v in (upstream, y, exact))
+    assert torch.sign(exact_along) == -torch.sign(g_along)  # the exact answer flips it
+    assert torch.sign(y_along) == torch.sign(g_along)
+    # the growth of 19 damped steps, not the exact inverse's 1 / (1 - 1.05) = -20
+    expected = filter_polynomial(torch.tensor(1.05, dtype=torch.float64), 19, ADJOINT_DAMPING)
+    torch.testing.assert_close(y_along / g_along, expected)
+
+
+def test_default_adjoint_converges_to_the_exact_implicit_gradient():
+    eigenvalues = [0.9, 0.5, -0.4, 0.1]
+    cell = SymmetricLinearCell(eigenvalues)
+    upstream = torch.tensor([[0.3, -1.0, 2.0, 0.5]], dtype=torch.float64)
+    exact = torch.linalg.solve(
+        torch.eye(4, dtype=torch.float64) - cell.weight.detach().T, upstream[0]
+    )
+    backward = eq.Implicit(tol=1e-13, stop_mode="abs", max_iter=1000)
+    y, _ = adjoint_of(cell, backward, upstream, forward_cap=200)
+    torch.testing.assert_close(y[0], exact, atol=1e-11, rtol=0)
+
+
+def test_default_adjoint_solver_and_its_options():
+    assert eq.Implicit().settings_for(eq.SolveSettings(eq.Anderson())).solver == eq.Picard(
+        damping=ADJOINT_DAMPING
+    )
+    assert eq.Implicit(damping=0.25).solver == eq.Picard(damping=0.25)
+    assert eq.Implicit("anderson").solver == eq.Anderson()
+    with pytest.raises(TypeError, match="damping"):
+        eq.Implicit(m=6)  # hyperparameters without a name belong to the default solver
