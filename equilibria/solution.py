@@ -11,14 +11,16 @@ from .state import State
 
 
 class Status(str, enum.Enum):
-    """Why a solve stopped."""
+    """Why a solve stopped.
+
+    A sample diverges when its residual grows `divergence_ratio`-fold over its initial one or
+    its iterate becomes non-finite; it then stops counting, and the other samples go on.
+    """
 
     CONVERGED = "converged"  # every sample reached the tolerance
     MAX_ITER = "max_iter"  # the evaluation budget ran out first
-    STAGNATED = "stagnated"  # no sample improved for `patience` iterations
-    DIVERGED = (
-        "diverged"  # a residual grew `divergence_ratio`-fold or the iterate became non-finite
-    )
+    STAGNATED = "stagnated"  # no sample still being solved improved for `patience` iterations
+    DIVERGED = "diverged"  # every sample that did not reach the tolerance diverged
 
     def __str__(self) -> str:
         return self.value

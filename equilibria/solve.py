@@ -36,7 +36,9 @@ class SolveSettings:
         max_iter: the most evaluations of f a solve may use (>= 1).
         stop_mode: "rel" (||f(z) - z|| / ||f(z)||) or "abs" (||f(z) - z||).
         patience: stop after this many iterations without progress (None: never).
-        divergence_ratio: stop when an absolute residual exceeds this multiple of its initial value.
+        divergence_ratio: a sample whose absolute residual exceeds this multiple of its initial
+            value has diverged and stops counting; the solve stops (DIVERGED) once every sample
+            that has not converged has diverged.
         on_failure: what a solve that misses `tol` does: "warn", "raise" or "ignore".
     """
 

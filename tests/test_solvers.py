@@ -319,6 +319,54 @@ def test_divergence_is_detected():
     assert torch.isfinite(sol.z).all()
 
 
+def test_divergence_is_per_sample():
+    """One diverging sample does not stop the others: they go on to the tolerance, and the solve
+    reports DIVERGED once every sample that did not converge has diverged."""
+    scale = torch.tensor([[3.0], [0.5]])  # sample 0 runs away, sample 1 converges to 2
+    sol = eq.solve(
+        lambda z: scale * z + 1.0,
+        torch.zeros(2, 1),
+        "picard",
+        tol=1e-6,
+        stop_mode="abs",
+        max_iter=200,
+        on_failure="ignore",
+    )
+    assert sol.converged.tolist() == [False, True]
+    assert sol.status == eq.Status.DIVERGED
+    assert abs(float(sol.z[1]) - 2.0) <= 2e-6 and float(sol.z[0]) == 0.0  # each one's best
+    assert sol.nfe < 30  # stopped as soon as sample 1 converged
+    capped = eq.solve(
+        lambda z: scale * z + 1.0,
+        torch.zeros(2, 1),
+        "picard",
+        tol=1e-6,
+        stop_mode="abs",
+        max_iter=12,
+        on_failure="ignore",
+    )
+    assert capped.status == eq.Status.MAX_ITER and capped.nfe == 12  # sample 1 still running
+
+
+def test_a_sample_that_overflows_does_not_stop_the_others():
+    """Sample 0 overflows to inf and then NaN; sample 1 still converges, and the non-finite
+    values of a diverged sample are no error."""
+    scale = torch.tensor([[4.0], [0.9]])  # float32 overflow after 64 steps, convergence after 132
+    sol = eq.solve(
+        lambda z: scale * z + 1.0,
+        torch.zeros(2, 1),
+        "picard",
+        tol=1e-6,
+        stop_mode="abs",
+        max_iter=400,
+        patience=None,
+        on_failure="ignore",
+    )
+    assert not torch.isfinite(sol.abs_trace[:, 0]).all()  # sample 0 did overflow
+    assert sol.converged.tolist() == [False, True] and sol.status == eq.Status.DIVERGED
+    assert abs(float(sol.z[1]) - 10.0) <= 1e-4 and float(sol.z[0]) == 0.0
+
+
 def test_message_is_readable():
     sol = eq.solve(torch.cos, torch.zeros(3, 1), "anderson", tol=1e-6, stop_mode="abs")
     assert "anderson converged: 3/3 samples below abs tol 1.0e-06" in sol.message

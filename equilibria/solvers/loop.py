@@ -55,10 +55,14 @@ def iterate(
 ) -> LoopResult:
     """Run `solver` on z = fn(z) from `z0` (a `(batch, features)` matrix).
 
-    Stops when every sample's residual is <= tol, after `max_iter` evaluations, when no sample
-    has improved for `patience` iterations, or when an absolute residual exceeds
-    `divergence_ratio` times that sample's initial one. Raises NonFiniteError when fn returns
-    NaN/inf at a finite point.
+    A sample has converged once its best residual is <= tol, and has diverged once its absolute
+    residual exceeds `divergence_ratio` times its initial one or becomes non-finite at a
+    non-finite iterate; a diverged sample stays diverged and stops counting as active (the
+    solver still steps it along with the batch; like every sample it keeps its best iterate).
+    The status is CONVERGED when every sample converged; DIVERGED when every sample that did
+    not converge diverged; MAX_ITER after `max_iter` evaluations; STAGNATED when no active
+    sample improved for `patience` iterations. Raises NonFiniteError when fn returns NaN/inf
+    for a sample while every sample still being solved is at a finite point.
     `describe_nonfinite(flat)` turns a bad matrix into a "where" string for the message.
     """
     f = EvaluationBudget(fn, max_iter)
@@ -68,6 +72,7 @@ def iterate(
     res = rel_res if stop_mode == "rel" else abs_res
     best_z, best_fz, best_abs, best_rel, best = z, fz, abs_res, rel_res, res
     divergence_bound = divergence_ratio * abs_res
+    diverged = torch.zeros_like(abs_res, dtype=torch.bool)
     abs_trace, rel_trace = [abs_res], [rel_res]
     state = solver.init(z, fz, g)
     stalled = 0
@@ -77,19 +82,23 @@ def iterate(
     improved = torch.ones((), dtype=torch.bool, device=z.device)  # samples where z beat best
     while True:
         converged = best <= tol
-        active = ~converged
         # residuals are norms, so "< inf" is False exactly for NaN and inf (one op, where
         # isfinite takes four)
+        nonfinite = ~(res < math.inf)
+        newly_nonfinite = nonfinite & ~diverged
+        earlier = diverged
+        diverged = diverged | nonfinite | (abs_res > divergence_bound)
+        active = ~(converged | diverged)
         flags = torch.stack(
             [
                 converged.all(),
-                (res < math.inf).all(),
-                ((abs_res > divergence_bound) & active).any(),
+                newly_nonfinite.any(),
+                active.any(),
                 progress.any(),
                 improved.all(),
             ]
         ).tolist()  # the loop's one synchronization per iteration
-        all_converged, finite, diverged, progressed, all_improved = flags
+        all_converged, any_nonfinite, any_active, progressed, all_improved = flags
         # each sample's best iterate (and its image): z where it improved; when every sample
         # did (the usual case) that is z itself, which saves passes over the state
         if all_improved:
@@ -97,14 +106,12 @@ def iterate(
         else:
             best_z = torch.where(improved.unsqueeze(1), z, best_z)
             best_fz = torch.where(improved.unsqueeze(1), fz, best_fz)
-        nonfinite = not finite
         stalled = 0 if progressed else stalled + 1
-        if nonfinite:
-            if not bool(torch.isfinite(z).all()):
-                status = Status.DIVERGED
-                break
+        # non-finite values at a non-finite iterate are divergence; at a finite one (while no
+        # sample still being solved sits at a non-finite point) they are an error of fn
+        if any_nonfinite and bool((torch.isfinite(z).all(dim=1) | earlier).all()):
             where = (
-                describe_nonfinite(fz.detach())
+                describe_nonfinite(torch.where(earlier.unsqueeze(1), 0.0, fz.detach()))
                 if describe_nonfinite
                 else "the function returned non-finite values"
             )
@@ -115,7 +122,7 @@ def iterate(
         if all_converged:
             status = Status.CONVERGED
             break
-        if diverged:
+        if not any_active:  # every sample that did not converge diverged
             status = Status.DIVERGED
             break
         if f.remaining <= 0:
