@@ -30,7 +30,8 @@ class Anderson(Solver):
     recent residuals, then moves to z + beta g - (dZ + beta dG) gamma. The small Gram system is
     equilibrated (unit diagonal), so `reg` is relative to the size of the residuals and the step
     does not stall at tight tolerances; it is formed and solved in float64 and stays finite even
-    when the history is singular (repeated or zero residual differences).
+    when the history is singular (repeated or zero residual differences). Residual differences
+    at round-off level (no longer than the rounding of f's output) are left out of the mix.
 
     Args:
         m: history length (number of past steps mixed).
@@ -90,7 +91,8 @@ class Anderson(Solver):
             row = products[:, 0]
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
-            gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype)
+            noise = torch.finfo(g.dtype).eps * fz.detach().norm(dim=1)  # f's output rounding
+            gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype, noise)
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
         state = AndersonState(
@@ -99,17 +101,25 @@ class Anderson(Solver):
         return Step(z=z_next, fz=None, state=state)
 
     def _mixing_weights(
-        self, gram: torch.Tensor, rhs: torch.Tensor, dtype: torch.dtype
+        self, gram: torch.Tensor, rhs: torch.Tensor, dtype: torch.dtype, noise: torch.Tensor
     ) -> torch.Tensor:
         """gamma minimizing ||g - dg^T gamma||^2 + reg ||D gamma||^2, D the column norms.
 
         `gram` is dg dg^T and `rhs` is dg g (float64), for the filled history slots; the weights
-        come back in `dtype`.
+        come back in `dtype`. Columns no longer than `noise` (per sample: residual differences
+        at round-off level, zero ones included) carry no information and would give unbounded
+        weights; they get weight 0.
         """
-        scale = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(torch.finfo(torch.float64).tiny)
-        scale = scale.sqrt()
-        normalized = gram / (scale.unsqueeze(2) * scale.unsqueeze(1))
+        diagonal = torch.diagonal(gram, dim1=1, dim2=2)
+        keep = diagonal > noise.double().square().unsqueeze(1)
+        scale = torch.where(keep, diagonal, 1.0).sqrt()
         eye = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
+        normalized = torch.where(
+            keep.unsqueeze(2) & keep.unsqueeze(1),
+            gram / (scale.unsqueeze(2) * scale.unsqueeze(1)),
+            eye,
+        )
         system = normalized + self._reg(dtype) * eye
-        gamma = torch.linalg.solve(system, (rhs / scale).unsqueeze(2)).squeeze(2) / scale
+        rhs = torch.where(keep, rhs / scale, 0.0)
+        gamma = torch.linalg.solve(system, rhs.unsqueeze(2)).squeeze(2) / scale
         return gamma.to(dtype)

@@ -89,7 +89,7 @@ class Broyden(Solver):
             if state.z_prev is None:
                 hg = state.apply(g)
             else:
-                state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g)
+                state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g, fz)
         state.z_prev, state.g_prev, state.hg_prev = z, g, hg
         direction = -hg
         if not self.line_search or f.remaining < 2:
@@ -98,7 +98,12 @@ class Broyden(Solver):
         return Step(z=z_next, fz=fz_next, state=state)
 
     def _update(
-        self, state: BroydenState, dz: torch.Tensor, dg: torch.Tensor, g: torch.Tensor
+        self,
+        state: BroydenState,
+        dz: torch.Tensor,
+        dg: torch.Tensor,
+        g: torch.Tensor,
+        fz: torch.Tensor,
     ) -> tuple[BroydenState, torch.Tensor]:
         """H <- H + (dz - H dg) (dz^T H) / (dz^T H dg), stored as one (u, v) pair; with it the
         updated H g.
@@ -106,9 +111,10 @@ class Broyden(Solver):
         A full history restarts from H = -I, and the pair is then computed against -I, so that
         every update satisfies the secant condition H dg = dz. Otherwise H dg = H g - H g_prev
         comes from products already computed, so a step applies the low-rank H twice (H g and
-        H^T dz), not three times. A pair whose denominator is at round-off level (dz nearly
-        orthogonal to H dg, relative to the dtype's epsilon) is skipped: its update would be
-        noise amplified without bound.
+        H^T dz), not three times. A pair is skipped when it carries no information: its
+        denominator is at round-off level (dz nearly orthogonal to H dg, relative to the dtype's
+        epsilon), or dg is no longer than the rounding of f's output; either would give an
+        update of noise amplified without bound.
         """
         slot = state.stored % self.memory
         if slot == 0 and state.stored:  # restart: H = -I
@@ -117,8 +123,11 @@ class Broyden(Solver):
             hg = state.apply(g)
             v, h_dg = state.apply_transposed(dz), hg - state.hg_prev
         denominator = (v * dg).sum(dim=1, keepdim=True)
-        scale = v.norm(dim=1, keepdim=True) * dg.norm(dim=1, keepdim=True)
-        usable = denominator.abs() > torch.finfo(dz.dtype).eps * scale
+        eps = torch.finfo(dz.dtype).eps
+        dg_norm = dg.norm(dim=1, keepdim=True)
+        usable = (denominator.abs() > eps * v.norm(dim=1, keepdim=True) * dg_norm) & (
+            dg_norm > eps * fz.detach().norm(dim=1, keepdim=True)
+        )
         safe = torch.where(usable, denominator, 1.0)
         u = torch.where(usable, (dz - h_dg) / safe, 0.0)
         updated = BroydenState(
