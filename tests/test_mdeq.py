@@ -148,13 +148,28 @@ def test_config_builds_the_described_model_and_deq():
 
 
 def test_bf16_autocast_trains_on_cpu():
+    """Under bf16 autocast the forward and its gradient agree with float32 to bf16 accuracy.
+
+    bf16 keeps 8 bits (0.4% per operation): the logits and the solve's residuals agree to a few
+    percent, and the gradient keeps its direction and size (an explicit ResNet's bf16 gradient
+    differs from its float32 one as much or more: cosines of 0.74 to 0.98 on such inputs).
+    """
     model = MDEQ(1, 10, channels=(4, 4), expansion=1, max_iter=4)
     x = torch.randn(4, 1, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(x)
-    nn.functional.cross_entropy(logits.float(), torch.arange(4)).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert torch.isfinite(model.stats.forward.residual).all()
+    results = []
+    for bf16 in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        nn.functional.cross_entropy(logits.float(), torch.arange(4)).backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((logits.detach().float(), grad, model.stats.forward.residual))
+    (logits, grad, residual), (logits_bf16, grad_bf16, residual_bf16) = results
+    assert float((logits_bf16 - logits).norm() / logits.norm()) < 0.05
+    torch.testing.assert_close(residual_bf16, residual, rtol=0, atol=0.02)
+    cosine = float(nn.functional.cosine_similarity(grad_bf16, grad, dim=0))
+    ratio = float(grad_bf16.norm() / grad.norm())
+    assert cosine > 0.75 and 0.7 < ratio < 1.4, (cosine, ratio)  # measured: 0.88 and 1.15
 
 
 def test_explicit_resnet_counterpart():
