@@ -14,10 +14,10 @@ from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
 @dataclass
 class AndersonState:
     dx: torch.Tensor  # (batch, m, features): differences of consecutive z + beta g
-    dg: torch.Tensor  # (batch, m, features): differences of consecutive residuals
+    dg: torch.Tensor  # (batch, m, features) float64: differences of consecutive residuals
     gram: torch.Tensor  # (batch, m, m) float64: dg dg^T, updated one row per step
-    x_prev: torch.Tensor | None = None  # the previous z + beta g, and the previous residual
-    g_prev: torch.Tensor | None = None
+    x_prev: torch.Tensor | None = None  # the previous z + beta g
+    g_prev: torch.Tensor | None = None  # the previous residual, in float64
     stored: int = 0  # number of filled history slots
     next_slot: int = 0
 
@@ -59,7 +59,7 @@ class Anderson(Solver):
         batch, features = z.shape
         return AndersonState(
             dx=z.new_zeros(batch, self.m, features),
-            dg=z.new_zeros(batch, self.m, features),
+            dg=z.new_zeros(batch, self.m, features, dtype=torch.float64),
             gram=z.new_zeros(batch, self.m, self.m, dtype=torch.float64),
         )
 
@@ -74,29 +74,31 @@ class Anderson(Solver):
         # the plain (damped) step x = z + beta g; the history keeps differences of x, so that
         # z + beta g - (dz + beta dg) gamma = x - dx gamma is one product with one buffer
         x = torch.add(z, g, alpha=self.beta)
-        if state.x_prev is None:  # first step: nothing to mix yet
-            return Step(z=x, fz=None, state=replace(state, x_prev=x, g_prev=g))
-        slot = state.next_slot
-        dx = write_slot(state.dx, 1, slot, x - state.x_prev)
-        dg = write_slot(state.dg, 1, slot, g - state.g_prev)
-        # one product gives the Gram matrix's new row (and column) and the right-hand side
-        # dg g; unfilled slots hold zeros. It is formed in float64: with nearly parallel
-        # residual differences, products in the state's dtype lose the small eigenvalues the
-        # weights depend on. Vectors go first: batched vector-matrix products are several times
-        # faster than matrix-vector ones on CPU. Autocast is off: it would run them in bf16.
         with autocast_off(z.device):
-            history = dg.double()
-            vectors = torch.stack((history[:, slot], g.double()), dim=1)
-            products = torch.bmm(vectors, history.transpose(1, 2))
-            row = products[:, 0]
+            g64 = g.double()
+            if state.x_prev is None:  # first step: nothing to mix yet
+                return Step(z=x, fz=None, state=replace(state, x_prev=x, g_prev=g64))
+            slot = state.next_slot
+            dx = write_slot(state.dx, 1, slot, x - state.x_prev)
+            # the residual differences are kept and multiplied in float64: with nearly
+            # parallel differences, products in the state's dtype lose the small eigenvalues
+            # the weights depend on. The Gram matrix gets its new row (and column) and the
+            # right-hand side dg g, one batched vector-matrix product each (several times
+            # faster than matrix-vector ones on CPU); unfilled slots hold zeros. Autocast is
+            # off: it would run these products in bf16.
+            dg_new = g64 - state.g_prev
+            dg = write_slot(state.dg, 1, slot, dg_new)
+            history = dg.transpose(1, 2)
+            row = torch.bmm(dg_new.unsqueeze(1), history).squeeze(1)
+            rhs = torch.bmm(g64.unsqueeze(1), history).squeeze(1)
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
             noise = torch.finfo(g.dtype).eps * fz.detach().norm(dim=1)  # f's output rounding
-            gamma = self._mixing_weights(gram[:, :n, :n], products[:, 1, :n], g.dtype, noise)
+            gamma = self._mixing_weights(gram[:, :n, :n], rhs[:, :n], g.dtype, noise)
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
         state = AndersonState(
-            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g, stored=n, next_slot=(slot + 1) % self.m
+            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g64, stored=n, next_slot=(slot + 1) % self.m
         )
         return Step(z=z_next, fz=None, state=state)
 
@@ -112,14 +114,11 @@ class Anderson(Solver):
         """
         diagonal = torch.diagonal(gram, dim1=1, dim2=2)
         keep = diagonal > noise.double().square().unsqueeze(1)
-        scale = torch.where(keep, diagonal, 1.0).sqrt()
-        eye = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
-        normalized = torch.where(
-            keep.unsqueeze(2) & keep.unsqueeze(1),
-            gram / (scale.unsqueeze(2) * scale.unsqueeze(1)),
-            eye,
-        )
-        system = normalized + self._reg(dtype) * eye
-        rhs = torch.where(keep, rhs / scale, 0.0)
-        gamma = torch.linalg.solve(system, rhs.unsqueeze(2)).squeeze(2) / scale
+        # 1 / column norm where kept, 0 where dropped: a dropped column's row and column of
+        # the equilibrated system vanish, and with its diagonal entry it gets weight 0
+        inverse = torch.where(keep, diagonal.rsqrt(), 0.0)
+        system = gram * inverse.unsqueeze(2) * inverse.unsqueeze(1)
+        system.diagonal(dim1=1, dim2=2).fill_(1 + self._reg(dtype))  # unit diagonal, plus reg
+        rhs = (rhs * inverse).unsqueeze(2)
+        gamma = torch.linalg.solve(system, rhs).squeeze(2) * inverse
         return gamma.to(dtype)
