@@ -58,14 +58,6 @@ class Solver(ABC):
         """Working state before the first step (history buffers and the like)."""
         return None
 
-    def adjoint_solver(self) -> Solver:
-        """The solver of the implicit backward's adjoint equation when that names none.
-
-        This solver itself; a solver fitted to the forward equation (a learned one) returns the
-        classical solver it falls back on.
-        """
-        return self
-
     @abstractmethod
     def step(
         self, f: EvaluationBudget, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor, state: Any
