@@ -143,10 +143,12 @@ class CountingCell(nn.Module):
         super().__init__()
         self.cell = cell
         self.forward_calls = 0
+        self.solve_calls = 0  # the forward calls made without autograd (a forward solve's)
         self.backward_passes = 0
 
     def reset(self) -> None:
         self.forward_calls = 0
+        self.solve_calls = 0
         self.backward_passes = 0
 
     def _count_backward(self, grad: torch.Tensor) -> None:
@@ -154,6 +156,7 @@ class CountingCell(nn.Module):
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.forward_calls += 1
+        self.solve_calls += not torch.is_grad_enabled()
         out = self.cell(z, x)
         if out.requires_grad:
             out.register_hook(self._count_backward)
