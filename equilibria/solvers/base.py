@@ -71,6 +71,11 @@ def autocast_off(device: torch.device) -> AbstractContextManager:
     Evaluations of f belong outside it: they run under the caller's autocast.
     """
     try:
+        if not torch.is_autocast_enabled(device.type):  # the usual case: nothing to turn off
+            return nullcontext()
+    except TypeError:  # torch < 2.4 takes no device type here: turn it off to be sure
+        pass
+    try:
         return torch.autocast(device.type, enabled=False)
     except RuntimeError:  # a device type autocast does not support: nothing to turn off
         return nullcontext()
