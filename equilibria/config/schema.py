@@ -78,6 +78,11 @@ class DEQConfig(Section):
     backward: str = option(
         "implicit", "gradient: implicit, phantom or onestep", choices=TRAIN_BACKWARDS
     )
+    backward_solver: str | None = option(
+        None,
+        "implicit only: adjoint solver (none: the damped fixed-point iteration)",
+        choices=tuple(SOLVERS),
+    )
     backward_tol: float | None = option(
         None, "implicit only: adjoint tolerance (none: as tol)", minimum=0.0
     )

@@ -21,7 +21,9 @@ def deq_options(config: Config) -> dict:
     """Keyword arguments of `eq.DEQ` for the [deq] section of a config."""
     deq = config.deq
     if deq.backward == "implicit":
-        backward = Implicit(tol=deq.backward_tol, max_iter=deq.backward_max_iter)
+        backward = Implicit(
+            deq.backward_solver, tol=deq.backward_tol, max_iter=deq.backward_max_iter
+        )
     elif deq.backward == "phantom":
         backward = Phantom(steps=deq.phantom_steps, tau=deq.phantom_tau)
     else:
