@@ -50,7 +50,7 @@ class Backward(ABC):
 # Krylov-like on this linear equation) approximate 1 / (1 - s) on every mode they resolve, so a
 # cut-short adjoint amplifies the near-singular modes and flips the sign of the unstable ones;
 # training on it rewards pushing the spectrum of J towards 1, and the model leaves equilibrium.
-ADJOINT_DAMPING = 0.5
+ADJOINT_DAMPING = 0.3
 
 
 def default_adjoint_solver() -> Solver:
@@ -66,7 +66,7 @@ class Implicit(Backward):
     forward's tolerance, cap and stop mode), and y flows on through the one differentiable cell
     application at z*.
 
-    The adjoint's solver defaults to the damped fixed-point iteration `eq.Picard(damping=0.5)`,
+    The adjoint's solver defaults to the damped fixed-point iteration `eq.Picard(damping=0.3)`,
     whatever the forward uses: converged, it gives the exact implicit gradient; stopped at its
     cap, it gives a truncated damped Neumann series, which stays bounded and keeps its sign
     where the cell's Jacobian has eigenvalues near or past 1. Name an accelerated solver

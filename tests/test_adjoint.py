@@ -7,6 +7,7 @@ from torch import nn
 
 import equilibria as eq
 from equilibria.backward import ADJOINT_DAMPING
+from equilibria.cells import TanhCell
 
 
 class SymmetricLinearCell(nn.Module):
@@ -80,7 +81,7 @@ def test_default_adjoint_converges_to_the_exact_implicit_gradient():
     exact = torch.linalg.solve(
         torch.eye(4, dtype=torch.float64) - cell.weight.detach().T, upstream[0]
     )
-    backward = eq.Implicit(tol=1e-13, stop_mode="abs", max_iter=1000)
+    backward = eq.Implicit(tol=1e-13, stop_mode="abs", max_iter=3000)
     y, _ = adjoint_of(cell, backward, upstream, forward_cap=200)
     torch.testing.assert_close(y[0], exact, atol=1e-11, rtol=0)
 
@@ -93,3 +94,12 @@ def test_default_adjoint_solver_and_its_options():
     assert eq.Implicit("anderson").solver == eq.Anderson()
     with pytest.raises(TypeError, match="damping"):
         eq.Implicit(m=6)  # hyperparameters without a name belong to the default solver
+
+
+def test_default_adjoint_passes_gradcheck_when_it_converges():
+    torch.manual_seed(3)
+    cell = TanhCell(5, contraction=0.7).double()
+    backward = eq.Implicit(tol=1e-13, stop_mode="abs", max_iter=3000)
+    deq = eq.DEQ(cell, "anderson", tol=1e-13, stop_mode="abs", max_iter=300, backward=backward)
+    x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(deq, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)

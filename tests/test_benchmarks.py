@@ -306,7 +306,7 @@ def test_exact_gradient_matches_a_tight_implicit_solve():
     problem = conv(4, 4, 2)
     exact = gradients.exact_gradient(problem)
     p64 = problem.to(torch.device("cpu"), torch.float64)
-    deq = eq.DEQ(p64.cell, "anderson", tol=1e-12, max_iter=500, backward=eq.Implicit())
+    deq = eq.DEQ(p64.cell, "anderson", tol=1e-12, max_iter=500, backward=eq.Implicit("anderson"))
     p64.loss(deq(p64.x)).backward()
     torch.testing.assert_close(p64.parameter_gradient(), exact, rtol=1e-7, atol=1e-10)
 

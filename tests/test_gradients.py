@@ -18,7 +18,7 @@ def make_cell(features=6, contraction=0.8):
 @pytest.mark.parametrize("solver", list(eq.SOLVERS))
 def test_gradcheck_wrt_input_and_parameters(solver):
     cell = make_cell()
-    deq = eq.DEQ(cell, solver, backward=eq.Implicit(tol=1e-12), **TIGHT)
+    deq = eq.DEQ(cell, solver, backward=eq.Implicit(solver, tol=1e-12), **TIGHT)
     x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     params = (cell.linear.weight, cell.linear.bias, cell.inject.weight)
 
@@ -63,7 +63,7 @@ def test_implicit_gradient_matches_dense_ift_and_unrolled_backprop(solver):
         (z * upstream).sum().backward()
         return z.detach(), x.grad.clone(), cell.linear.weight.grad.clone()
 
-    z, gx, gw = grads(eq.Implicit(tol=1e-13, stop_mode="abs"), solver)
+    z, gx, gw = grads(eq.Implicit(solver, tol=1e-13, stop_mode="abs"), solver)
     ref_x, ref_w = dense_ift_gradient(cell, x, z, upstream)
     torch.testing.assert_close(gx, ref_x, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(gw, ref_w, atol=1e-9, rtol=1e-9)
@@ -95,7 +95,7 @@ def test_tuple_state_gradients_match_unrolled():
     cell = TwoScale().double()
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     results = []
-    for backward in (eq.Implicit(tol=1e-13), "unrolled"):
+    for backward in (eq.Implicit("anderson", tol=1e-13), "unrolled"):
         x.grad = None
         cell.zero_grad()
         fine, coarse = eq.DEQ(cell, "anderson", backward=backward, **TIGHT)(x)
@@ -114,7 +114,7 @@ def test_phantom_gradient_approaches_implicit_as_steps_grow():
         (eq.DEQ(cell, backward=backward, **TIGHT)(x) ** 2).sum().backward()
         return x.grad.clone()
 
-    exact = grad_of(eq.Implicit(tol=1e-13))
+    exact = grad_of(eq.Implicit("anderson", tol=1e-13))
     errors = [
         float((grad_of(eq.Phantom(steps=k, tau=0.6)) - exact).norm() / exact.norm())
         for k in (1, 4, 16, 64)

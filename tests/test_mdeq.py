@@ -23,7 +23,7 @@ def contractive_mdeq(**options) -> MDEQ:
         head_grid=2,
         tol=1e-12,
         max_iter=200,
-        backward=eq.Implicit(tol=1e-12, max_iter=200),
+        backward=eq.Implicit("anderson", tol=1e-12, max_iter=200),
     )
     model = MDEQ(1, 3, **{**settings, **options}).double()
     with torch.no_grad():

@@ -92,7 +92,9 @@ def test_gradients_reach_g_and_v_and_match_an_unnormalized_twin():
         }
     )
     x = torch.randn(3, 6, dtype=torch.float64)
-    settings = dict(tol=1e-12, stop_mode="abs", max_iter=200, backward=eq.Implicit(tol=1e-12))
+    settings = dict(
+        tol=1e-12, stop_mode="abs", max_iter=200, backward=eq.Implicit("anderson", tol=1e-12)
+    )
     eq.DEQ(plain, **settings)(x).sin().sum().backward()
     eq.DEQ(normed, **settings)(x).sin().sum().backward()
     # dL/dv = g/||v|| (I - w_hat w_hat^T) dL/dw per row, with w_hat = v/||v||, g = ||v||

@@ -14,7 +14,9 @@ TIGHT = dict(tol=1e-11, stop_mode="abs", max_iter=200)
 
 def tiny_deq(norm="post", **options):
     torch.manual_seed(1)
-    settings = dict(TIGHT, backward=eq.Implicit(tol=1e-12, stop_mode="abs", max_iter=200))
+    settings = dict(
+        TIGHT, backward=eq.Implicit("anderson", tol=1e-12, stop_mode="abs", max_iter=200)
+    )
     settings.update(options)
     return DEQTransformer(7, 8, 2, expansion=2, norm=norm, **settings).double()
 
@@ -92,7 +94,7 @@ def test_one_position_at_a_time_with_warm_starts_matches_the_whole_sequence():
 def test_implicit_gradients_match_backpropagation_through_the_solver(norm):
     text = tokens(length=5)
     results = []
-    for backward in (eq.Implicit(tol=1e-13, stop_mode="abs", max_iter=300), "unrolled"):
+    for backward in (eq.Implicit("anderson", tol=1e-13, stop_mode="abs", max_iter=300), "unrolled"):
         model = tiny_deq(norm, backward=backward, solver="anderson")
         loss = torch.nn.functional.cross_entropy(model(text).flatten(0, 1), text.roll(-1).flatten())
         loss.backward()
@@ -106,7 +108,7 @@ def test_implicit_gradients_match_backpropagation_through_the_solver(norm):
 
 def test_gradcheck_of_the_equilibrium_wrt_injection_and_memory():
     torch.manual_seed(2)
-    backward = eq.Implicit(tol=1e-12, stop_mode="abs", max_iter=200)
+    backward = eq.Implicit("anderson", tol=1e-12, stop_mode="abs", max_iter=200)
     model = DEQTransformer(5, 4, 2, expansion=1, backward=backward, **TIGHT).double()
     x = torch.randn(1, 2, 4, dtype=torch.float64, requires_grad=True)
     memory = torch.randn(1, 1, 4, dtype=torch.float64, requires_grad=True)

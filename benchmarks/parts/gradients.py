@@ -30,7 +30,7 @@ SWEEP = (1e-4, 1e-5, 1e-6, 1e-7)  # tolerances of the implicit accuracy sweep
 class Settings:
     problems: tuple[Callable[[], Problem], ...]
     strategies: tuple[tuple[str, eq.Backward], ...] = (
-        ("implicit", eq.Implicit()),
+        ("implicit", eq.Implicit("anderson")),
         ("phantom (5 steps, tau 0.6)", eq.Phantom(steps=5, tau=0.6)),
         ("one-step", eq.OneStep()),
         ("unrolled (reference)", eq.Unrolled()),
@@ -105,7 +105,7 @@ def implicit_accuracy(problem: Problem, s: Settings, tol: float) -> dict:
         tol=tol,
         max_iter=s.max_iter,
         stop_mode=s.stop_mode,
-        backward=eq.Implicit(),
+        backward=eq.Implicit(s.solver),
         on_failure="ignore",
     )
     training_step(problem, deq)()
@@ -198,7 +198,7 @@ def run(config: BenchConfig, settings: Settings | None = None) -> Section:
         ),
         settings={
             "forward": f"{s.solver}, {s.stop_mode} tol {s.tol:g}, cap {s.max_iter}",
-            "implicit backward": "the forward's settings",
+            "implicit backward": "the forward's settings, Anderson on the adjoint",
             "timing": f"{s.warmup} warm-up + {s.repeats} interleaved rounds",
         },
     )

@@ -107,7 +107,7 @@ def breakdown(problem: Problem, solver: str, s: Settings, config: BenchConfig) -
 
 def measure(problem: Problem, solver: str, s: Settings, config: BenchConfig) -> dict:
     settings = dict(tol=s.tol, max_iter=s.max_iter, stop_mode=s.stop_mode, on_failure="ignore")
-    deq = eq.DEQ(problem.cell, solver, backward=eq.Implicit(), **settings)
+    deq = eq.DEQ(problem.cell, solver, backward=eq.Implicit(solver), **settings)
 
     def solve() -> eq.Solution:
         with torch.no_grad():
