@@ -384,12 +384,14 @@ def train_once(
             after_epoch(model, residuals)
     solve_calls, backward_passes = counter.solve_calls, counter.backward_passes
     metric, converged = evaluate(task, model, solve, data, caps)
+    trained = steps > 0  # zero epochs evaluate the initial model
     return RunResult(
         metric=metric,
         train_seconds=seconds,
-        forward_nfe=solve_calls / steps,
-        backward_nfe=backward_passes / steps - 1,  # less the final pass through f(z*)
-        train_residual=statistics.fmean(residuals),
+        forward_nfe=solve_calls / steps if trained else 0.0,
+        # less the final pass through f(z*) of each step
+        backward_nfe=backward_passes / steps - 1 if trained else 0.0,
+        train_residual=statistics.fmean(residuals) if trained else math.nan,
         test_converged=converged,
     )
 
