@@ -351,28 +351,24 @@ def test_divergence_is_per_sample():
     """One diverging sample does not stop the others: they go on to the tolerance, and the solve
     reports DIVERGED once every sample that did not converge has diverged."""
     scale = torch.tensor([[3.0], [0.5]])  # sample 0 runs away, sample 1 converges to 2
-    sol = eq.solve(
-        lambda z: scale * z + 1.0,
-        torch.zeros(2, 1),
-        "picard",
-        tol=1e-6,
-        stop_mode="abs",
-        max_iter=200,
-        on_failure="ignore",
-    )
+
+    def solve(max_iter):
+        return eq.solve(
+            lambda z: scale * z + 1.0,
+            torch.zeros(2, 1),
+            "picard",
+            tol=1e-6,
+            stop_mode="abs",
+            max_iter=max_iter,
+            on_failure="ignore",
+        )
+
+    sol = solve(200)
     assert sol.converged.tolist() == [False, True]
     assert sol.status == eq.Status.DIVERGED
     assert abs(float(sol.z[1]) - 2.0) <= 2e-6 and float(sol.z[0]) == 0.0  # each one's best
     assert sol.nfe < 30  # stopped as soon as sample 1 converged
-    capped = eq.solve(
-        lambda z: scale * z + 1.0,
-        torch.zeros(2, 1),
-        "picard",
-        tol=1e-6,
-        stop_mode="abs",
-        max_iter=12,
-        on_failure="ignore",
-    )
+    capped = solve(12)
     assert capped.status == eq.Status.MAX_ITER and capped.nfe == 12  # sample 1 still running
 
 
