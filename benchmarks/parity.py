@@ -19,6 +19,7 @@ import copy
 import math
 import statistics
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,7 +296,10 @@ Solve = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
 def equilibria_solve(
-    model: EquilibriumModel, counter: CountingCell, caps: SolveCaps, adjoint: str | None = None
+    model: EquilibriumModel,
+    counter: CountingCell,
+    caps: SolveCaps,
+    adjoint: eq.Solver | None = None,
 ) -> Solve:
     """equilibria's DEQ with its default implicit backward (or the adjoint solver named)."""
     deq = eq.DEQ(
@@ -329,16 +333,12 @@ def torchdeq_solve(model: EquilibriumModel, counter: CountingCell, caps: SolveCa
     return solve
 
 
-def anderson_adjoint_solve(
-    model: EquilibriumModel, counter: CountingCell, caps: SolveCaps
-) -> Solve:
-    return equilibria_solve(model, counter, caps, adjoint="anderson")
-
-
 SOLVES = {
     "equilibria": equilibria_solve,
     "torchdeq": torchdeq_solve,
-    "equilibria, Anderson adjoint": anderson_adjoint_solve,
+    # ablations of the adjoint's solver, for the spectrum part
+    "equilibria, Anderson adjoint": partial(equilibria_solve, adjoint=eq.Anderson()),
+    "equilibria, adjoint damping 0.5": partial(equilibria_solve, adjoint=eq.Picard(damping=0.5)),
 }
 
 
