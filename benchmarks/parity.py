@@ -19,8 +19,8 @@ import copy
 import math
 import statistics
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch

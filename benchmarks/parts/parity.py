@@ -174,8 +174,8 @@ def run_spectrum_part(config: BenchConfig) -> Section:
     section.summary = (
         f"The {task.name} cell trained as in the parity table by equilibria (default adjoint: "
         "damped fixed-point iteration, damping 0.3), by equilibria with damping 0.5 or with "
-        "Anderson on the adjoint (the default before), and by TorchDEQ. After every epoch, on 32 fixed training images: the spectral "
-        "radius of the cell's Jacobian at the output of a training-mode solve (Anderson, the "
+        "Anderson on the adjoint (the default before), and by TorchDEQ. After every epoch, on "
+        "32 fixed training images: the spectral radius of the cell's Jacobian at the output of a training-mode solve (Anderson, the "
         "same caps; `eq.spectral_radius`, 60 block power iterations), its median and the "
         "fraction of images above 1 (no stable fixed point there: the forward solve cannot "
         "converge and the exact implicit gradient has the wrong sign on that mode); and the "
