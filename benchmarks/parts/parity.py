@@ -176,10 +176,11 @@ def run_spectrum_part(config: BenchConfig) -> Section:
         "damped fixed-point iteration, damping 0.3), by equilibria with damping 0.5 or with "
         "Anderson on the adjoint (the default before), and by TorchDEQ. After every epoch, on "
         "32 fixed training images: the spectral radius of the cell's Jacobian at the output "
-        "of a training-mode solve (Anderson, the same caps; `eq.spectral_radius`, 60 block power iterations), its median and the "
-        "fraction of images above 1 (no stable fixed point there: the forward solve cannot "
-        "converge and the exact implicit gradient has the wrong sign on that mode); and the "
-        "mean relative residual of that epoch's training solves. Values are means over seeds."
+        "of a training-mode solve (Anderson, the same caps; `eq.spectral_radius`, 60 block "
+        "power iterations), its median and the fraction of images above 1 (no stable fixed "
+        "point there: the forward solve cannot converge and the exact implicit gradient has "
+        "the wrong sign on that mode); and the mean relative residual of that epoch's "
+        "training solves. Values are means over seeds."
     )
     section.settings = {"seeds": ", ".join(map(str, seeds)), "epochs": str(task.epochs)}
     table = Table(
