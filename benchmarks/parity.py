@@ -33,9 +33,8 @@ from equilibria.models import MDEQCell
 from equilibria.models.blocks import branch_sizes
 
 from . import peer
-from .bare import bare_step
-from .problems import CountingCell, FlatMDEQCell, Problem
-from .timing import CLOCKS, time_once
+from .problems import CountingCell, FlatMDEQCell
+from .timing import CLOCKS
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt.gz"
 LIBRARIES = ("equilibria", "torchdeq")
@@ -291,8 +290,6 @@ class RunResult:
     backward_nfe: float
     train_residual: float  # mean relative residual of the training solves in the last epoch
     test_converged: float  # fraction of test samples whose solve reached the tolerance
-    steps: int = 0  # training steps
-    floor_seconds: float = math.nan  # cell work alone of those steps at these NFE
 
 
 Solve = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
@@ -388,13 +385,7 @@ def train_once(
     solve_calls, backward_passes = counter.solve_calls, counter.backward_passes
     metric, converged = evaluate(task, model, solve, data, caps)
     trained = steps > 0  # zero epochs evaluate the initial model
-    floor_seconds = math.nan
-    if trained:
-        nfe = (solve_calls / steps, backward_passes / steps - 1)
-        floor_seconds = cell_work_floor(model, data, task, *nfe) * steps
     return RunResult(
-        steps=steps,
-        floor_seconds=floor_seconds,
         metric=metric,
         train_seconds=seconds,
         forward_nfe=solve_calls / steps if trained else 0.0,
@@ -403,24 +394,6 @@ def train_once(
         train_residual=statistics.fmean(residuals) if trained else math.nan,
         test_converged=converged,
     )
-
-
-def cell_work_floor(
-    model: EquilibriumModel, data: Data, task: Task, forward_nfe: float, backward_nfe: float
-) -> float:
-    """Thread CPU seconds of one training step's cell work alone (the forward calls, one
-    application with autograd, the vector-Jacobian products and the final backward pass, at
-    the given mean NFE, on a training batch), median of 5 after a warm-up. No implementation
-    needing these NFE can train faster; the encoder, decoder and optimizer come on top."""
-    with torch.no_grad():
-        x = model.encoder(data.train_x[: task.batch])
-        upstream = torch.randn_like(model.zeros(x)) / task.batch
-    problem = Problem("floor", "", model.cell, x, upstream)
-    step = bare_step(problem, round(forward_nfe), max(round(backward_nfe), 0))
-    step()
-    seconds = sorted(time_once(step, torch.device("cpu"), CLOCKS["cpu"]) for _ in range(5))
-    problem.zero_grad()
-    return seconds[2]
 
 
 @torch.no_grad()

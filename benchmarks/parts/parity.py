@@ -49,13 +49,8 @@ def run_part(config: BenchConfig) -> Section:
         "TorchDEQ its implicit backward (`ift=True`) with Anderson on the adjoint. Metric: test "
         "accuracy (higher is better) or validation bits per character (lower is better), mean "
         "+- standard error over seeds. Time: thread CPU time of training (1 thread), mean over "
-        "seeds; the ratio is the mean of per-seed ratios. Cell-work floor: the cell work alone "
-        "of a training step at the run's mean NFE (forward calls, one application with "
-        "autograd, the vector-Jacobian products and the final backward pass, as "
-        "`benchmarks.bare.bare_step` times them on a training batch of the trained model), "
-        "times the number of steps, over TorchDEQ's training time: no implementation needing "
-        "those NFE could reach a lower time ratio. NFE per training step: forward = cell calls "
-        "of the forward solve, backward = vector-Jacobian products of the adjoint solve. "
+        "seeds; the ratio is the mean of per-seed ratios. NFE per training step: forward = cell "
+        "calls of the forward solve, backward = vector-Jacobian products of the adjoint solve. "
         "Residual: mean relative residual of the training solves in the last epoch; converged: "
         "fraction of test solves below the tolerance."
     )
@@ -75,7 +70,6 @@ def run_part(config: BenchConfig) -> Section:
             Column("per_seed", "per seed"),
             Column("seconds", "train s", ".1f"),
             Column("time_ratio", "time / TorchDEQ", ".2f"),
-            Column("floor_ratio", "cell-work floor / TorchDEQ", ".2f"),
             Column("forward_nfe", "fwd NFE", ".1f"),
             Column("backward_nfe", "bwd NFE", ".1f"),
             Column("residual", "train residual", ".3g"),
@@ -100,14 +94,6 @@ def _time_ratio(results: dict[str, list[RunResult]]) -> float:
     )
 
 
-def _floor_ratio(results: dict[str, list[RunResult]], library: str) -> float:
-    """The cell work alone of `library`'s training at its NFE, over TorchDEQ's training time."""
-    runs, theirs = results[library], results["torchdeq"]
-    return statistics.fmean(
-        a.floor_seconds / b.train_seconds for a, b in zip(runs, theirs, strict=True)
-    )
-
-
 def add_rows(table: Table, task: Task, results: dict[str, list[RunResult]]) -> None:
     digits = 1 if task.metric == "accuracy" else 3
     scale = 100 if task.metric == "accuracy" else 1
@@ -122,7 +108,6 @@ def add_rows(table: Table, task: Task, results: dict[str, list[RunResult]]) -> N
             per_seed=", ".join(f"{r.metric * scale:.{digits}f}" for r in runs),
             seconds=statistics.fmean(r.train_seconds for r in runs),
             time_ratio=_time_ratio(results) if library == "equilibria" else 1.0,
-            floor_ratio=_floor_ratio(results, library),
             forward_nfe=statistics.fmean(r.forward_nfe for r in runs),
             backward_nfe=statistics.fmean(r.backward_nfe for r in runs),
             residual=statistics.fmean(r.train_residual for r in runs),
