@@ -20,23 +20,22 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
+from functools import cache, partial
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import equilibria as eq
-from equilibria.data.text import load_text
+from equilibria.data.text import TextData
 from equilibria.models import MDEQCell
 from equilibria.models.blocks import branch_sizes
 
 from . import peer
+from .lm_training import corpus
 from .problems import CountingCell, FlatMDEQCell
 from .timing import CLOCKS
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt.gz"
 LIBRARIES = ("equilibria", "torchdeq")
 LN2 = math.log(2)
 
@@ -160,16 +159,20 @@ def digits(seed: int, flat: bool = False) -> Data:
     return Data(images[train], labels[train], images[test], labels[test])
 
 
+@cache
+def text_corpus() -> tuple[TextData, str]:
+    """The language models' corpus (`benchmarks.lm_training.corpus`), read once."""
+    return corpus()
+
+
 def text(seed: int, length: int = 64, train_windows: int = 4800, test_windows: int = 64) -> Data:
-    """Character windows of Tiny Shakespeare (Python's documentation topics when absent):
-    `train_windows` drawn with `seed` from the training split, consecutive validation ones."""
-    corpus = load_text(SHAKESPEARE if SHAKESPEARE.is_file() else None)
+    """Character windows of the corpus: `train_windows` drawn with `seed` from the training
+    split, consecutive validation ones."""
+    data, _ = text_corpus()
     generator = torch.Generator().manual_seed(seed)
-    train = corpus.windows(
-        corpus.train, corpus.random_starts(train_windows, length, generator), length
-    )
-    starts = corpus.val_starts(length, test_windows * length)
-    test = corpus.windows(corpus.val, starts, length)
+    starts = data.random_starts(train_windows, length, generator)
+    train = data.windows(data.train, starts, length)
+    test = data.windows(data.val, data.val_starts(length, test_windows * length), length)
     return Data(*train, *test)
 
 
@@ -225,7 +228,8 @@ def mdeq_task(epochs: int) -> Task:
 
 
 def transformer_task(epochs: int, train_windows: int) -> Task:
-    vocab = len(load_text(SHAKESPEARE if SHAKESPEARE.is_file() else None).vocab)
+    data, name = text_corpus()
+    vocab = len(data.vocab)
 
     def build() -> EquilibriumModel:
         width = 64
@@ -235,8 +239,7 @@ def transformer_task(epochs: int, train_windows: int) -> Task:
     return Task(
         "transformer",
         "nn.TransformerEncoderLayer (post-norm, causal, width 64, 4 heads) weight-tied; "
-        "embedding + learned positions, linear decoder; 64-character windows of "
-        + ("Tiny Shakespeare" if SHAKESPEARE.is_file() else "pydoc topics"),
+        "embedding + learned positions, linear decoder; 64-character windows of " + name,
         "bits/char",
         build,
         lambda seed: text(seed, train_windows=train_windows),
@@ -342,8 +345,13 @@ SOLVES = {
 }
 
 
-def loss_of(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.flatten())
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Cross-entropy of class scores (batch, classes) or (batch, length, vocab)."""
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.flatten(), reduction=reduction
+    )
 
 
 def train_once(
@@ -373,7 +381,7 @@ def train_once(
             began = clock()
             model.train()
             z, residual = solve(model.encoder(data.train_x[index]), True)
-            loss = loss_of(task, model.decoder(z), data.train_y[index])
+            loss = cross_entropy(model.decoder(z), data.train_y[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -410,10 +418,7 @@ def evaluate(
         if task.metric == "accuracy":
             scores.append((logits.argmax(-1) == y).float())
         else:
-            per_char = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), y.flatten(), reduction="none"
-            )
-            scores.append(per_char / LN2)
+            scores.append(cross_entropy(logits, y, reduction="none") / LN2)
         reached.append((residual <= caps.tol).float())
     return float(torch.cat(scores).mean()), float(torch.cat(reached).mean())
 
