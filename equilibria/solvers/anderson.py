@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
-from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
+from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
 
 MIN_REG = 1e-12  # keeps the small system positive definite with reg=0
 
@@ -96,7 +96,7 @@ class Anderson(Solver):
             rhs = torch.bmm(g64.unsqueeze(1), history).squeeze(1)
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
-            noise = torch.finfo(g.dtype).eps * fz.detach().norm(dim=1)  # f's output rounding
+            noise = output_rounding(fz).squeeze(1)
             gamma = self._mixing_weights(gram[:, :n, :n], rhs[:, :n], g.dtype, noise)
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)

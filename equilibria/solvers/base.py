@@ -81,6 +81,14 @@ def autocast_off(device: torch.device) -> AbstractContextManager:
         return nullcontext()
 
 
+def output_rounding(fz: torch.Tensor) -> torch.Tensor:
+    """Per sample, the size of the rounding in f's output, eps ||f(z)||, shape (batch, 1).
+
+    Residual differences no longer than this carry no information about f.
+    """
+    return torch.finfo(fz.dtype).eps * fz.detach().norm(dim=1, keepdim=True)
+
+
 def write_slot(buffer: torch.Tensor, dim: int, index: int, value: torch.Tensor) -> torch.Tensor:
     """Write `value` at position `index` of `buffer` along `dim`.
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import check_positive_int
-from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
+from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Broyden(Solver):
         eps = torch.finfo(dz.dtype).eps
         dg_norm = dg.norm(dim=1, keepdim=True)
         usable = (denominator.abs() > eps * v.norm(dim=1, keepdim=True) * dg_norm) & (
-            dg_norm > eps * fz.detach().norm(dim=1, keepdim=True)
+            dg_norm > output_rounding(fz)
         )
         safe = torch.where(usable, denominator, 1.0)
         u = torch.where(usable, (dz - h_dg) / safe, 0.0)
