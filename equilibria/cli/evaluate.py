@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         require("sklearn", "the digits data set")
     if args.out and args.sweep:
         require("matplotlib", "the accuracy-vs-NFE plot")
-    runtime = distributed.start(config.run.device)
-    try:
+    with distributed.session(config.run.device) as runtime:
         data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
         model = build_model(config, data.shape, data.classes)
         weights = checkpoint.get("average") or checkpoint["model"]
@@ -140,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             rows = [evaluate(model, data, split, runtime, **common, **solving)]
-    finally:
-        distributed.stop(runtime)
     if not runtime.is_main:
         return 0
     settings = describe(solving)

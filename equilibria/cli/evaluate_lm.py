@@ -116,8 +116,7 @@ def run(args: argparse.Namespace, path: Path, checkpoint: dict) -> int:
         require("matplotlib", "the bits-per-character-vs-NFE plot")
     data = scored_text(config, vocab, path)
     split = SPLITS[args.split]
-    runtime = distributed.start(config.run.device)
-    try:
+    with distributed.session(config.run.device) as runtime:
         if runtime.distributed:
             raise ConfigError("a language model evaluates in one process; launch without torchrun")
         model.to(runtime.device)
@@ -133,8 +132,6 @@ def run(args: argparse.Namespace, path: Path, checkpoint: dict) -> int:
             solve=solving,
             caps=args.sweep,
         )
-    finally:
-        distributed.stop(runtime)
     name = SPLIT_NAMES[split]
     print(
         f"{path} on {data.name} {name} text, {int(rows[0]['characters']):,} characters "

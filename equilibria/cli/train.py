@@ -117,11 +117,8 @@ def run(args: argparse.Namespace) -> int:
     check_packages(digits=config.run.task != "lm" and config.data.dataset == "digits")
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    runtime = distributed.start(config.run.device)
-    try:
+    with distributed.session(config.run.device) as runtime:
         result = task_trainer(config.run.task)(config, out, runtime, checkpoint=checkpoint)
-    finally:
-        distributed.stop(runtime)
     if not runtime.is_main:
         return 130 if result.status == "interrupted" else 0
     if result.status == "interrupted":

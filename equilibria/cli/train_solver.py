@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
             f"{path} holds a run of task {config.run.task!r}; train-solver applies to image "
             "classifiers (task 'classify') and language models (task 'lm')"
         )
-    runtime = distributed.start(config.run.device)
-    try:
+    with distributed.session(config.run.device) as runtime:
         if language:
             model, inputs = _language_model_inputs(path, checkpoint, config, args, runtime.device)
         else:
@@ -132,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, unroll=args.unroll, lr=args.lr, init_epochs=args.init_epochs
         )
         solver, log = fit_neural_solver(deq, inputs, solver.to(runtime.device), settings)
-    finally:
-        distributed.stop(runtime)
     out = args.out or path.parent / SOLVER_FILENAME
     solver.save(out)
     size, total = solver.num_parameters(), sum(p.numel() for p in model.parameters())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -84,3 +86,20 @@ def stop(runtime: Runtime) -> None:
     """Leave the process group (when there is one)."""
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def session(device_setting: str) -> Iterator[Runtime]:
+    """This process's runtime for the duration of a command.
+
+    On a normal exit every process waits for the others before the group is destroyed: rank 0
+    still writes plots and summaries after the last collective, and a process that tears its
+    group down while a peer is still connected can abort (gloo). After an error the group is
+    left at once, since the other processes may never reach the barrier.
+    """
+    runtime = start(device_setting)
+    try:
+        yield runtime
+        runtime.barrier()
+    finally:
+        stop(runtime)
