@@ -13,10 +13,12 @@ from .errors import (
     NonFiniteError,
     NotConvergedError,
     StateMismatchError,
+    UnsupportedError,
 )
+from .fixed_point import SolveSettings
 from .neural import NeuralSolver, SolverTraining, fit_neural_solver
 from .solution import Solution, Status
-from .solve import SolveSettings, solve
+from .solve import solve
 from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
 from .stability import (
     CorrectionStates,
@@ -56,6 +58,7 @@ __all__ = [
     "Solver",
     "StateMismatchError",
     "Status",
+    "UnsupportedError",
     "Unrolled",
     "make_backward",
     "make_solver",

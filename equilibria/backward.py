@@ -14,9 +14,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from .errors import NonFiniteError, check_choice, check_fraction, check_positive_int
+from .errors import (
+    NonFiniteError,
+    UnsupportedError,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+)
+from .fixed_point import SolveSettings, find_fixed_point
 from .solution import Solution
-from .solve import SolveSettings, solve_with
 from .solvers import Picard, Solver, make_solver
 
 FlatMap = Callable[[torch.Tensor], torch.Tensor]
@@ -24,10 +30,15 @@ Recorder = Callable[[Solution], None]
 
 
 class Backward(ABC):
-    """A backward strategy. `differentiates_solver` asks the layer to solve with autograd on."""
+    """A backward strategy.
+
+    `differentiates_solver` asks for the forward solve to run with autograd on; `solves_adjoint`
+    says that the gradient comes from an adjoint solve, recorded on the forward's `Solution`.
+    """
 
     name: ClassVar[str]
     differentiates_solver: ClassVar[bool] = False
+    solves_adjoint: ClassVar[bool] = False
 
     @abstractmethod
     def attach(
@@ -55,6 +66,13 @@ class Backward(ABC):
 # spectrum of a trained cell ran away to 2); `python -m benchmarks parity-spectrum` measures it.
 ADJOINT_DAMPING = 0.3
 
+HIGHER_ORDER = (
+    "create_graph=True cannot pass through an implicit backward: its gradient is the solution "
+    "of an adjoint equation, not a traced computation, so it has no derivative of its own; "
+    "for gradient penalties or meta-gradients use backward=eq.Unrolled() (exact for the "
+    "iterations taken) or eq.Phantom(steps=...) (a differentiable approximation)"
+)
+
 
 def default_adjoint_solver() -> Solver:
     """The solver of the adjoint equation when `Implicit` names none (see ADJOINT_DAMPING)."""
@@ -78,6 +96,7 @@ class Implicit(Backward):
     """
 
     name: ClassVar[str] = "implicit"
+    solves_adjoint: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -126,6 +145,8 @@ class Implicit(Backward):
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:  # an undefined gradient stays undefined
                 return None
+            if torch.is_grad_enabled():  # autograd turns grad mode on only for create_graph
+                raise UnsupportedError(HIGHER_ORDER)
             if not bool(torch.isfinite(grad).all()):
                 raise NonFiniteError(
                     "the gradient arriving at the DEQ output holds non-finite values"
@@ -135,7 +156,7 @@ class Implicit(Backward):
                 (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
                 return vjp + grad
 
-            solution = solve_with(
+            solution = find_fixed_point(
                 vjp_plus_grad, grad, settings, what="the backward (adjoint) equation"
             )
             record(solution)

@@ -11,8 +11,9 @@ from torch import nn
 
 from .backward import Backward, make_backward
 from .errors import check_positive_int
+from .fixed_point import SolveSettings, refuse_vmap
 from .solution import Solution
-from .solve import SolveSettings, solve_with
+from .solve import solve_differentiably
 from .solvers import Solver
 from .stability.correction import CorrectionStates, FixedPointCorrection, Trajectory
 from .stability.dropout import masks_held
@@ -44,8 +45,6 @@ class DEQStats:
     """
 
     forward: Solution
-    backward: Solution | None = None
-    backward_nfe: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     max_iter: int | None = None
     jacobian_loss: torch.Tensor | None = None
@@ -69,9 +68,13 @@ class DEQStats:
     def rel_residual(self) -> torch.Tensor:
         return self.forward.rel_residual
 
-    def record_backward(self, solution: Solution) -> None:
-        self.backward = solution
-        self.backward_nfe = solution.nfe
+    @property
+    def backward(self) -> Solution | None:
+        return self.forward.backward
+
+    @property
+    def backward_nfe(self) -> int | None:
+        return self.forward.backward_nfe
 
     def record_jacobian(self, penalty: JacobianPenalty, probe: FirstApplication) -> None:
         """The penalty on the graph of the layer's first differentiable application."""
@@ -230,6 +233,7 @@ class DEQ(nn.Module):
 
         While pretraining lasts (`pretrain=`), the output is that of the unrolled network instead.
         """
+        refuse_vmap()
         if self.check_input:
             check_finite(x if isinstance(x, (tuple, list)) else (x,), "the DEQ input")
         settings = self.settings.updated(
@@ -248,14 +252,21 @@ class DEQ(nn.Module):
         cell_of, flat_cell = self._cell_maps(x, layout)
         training = self.training and torch.is_grad_enabled()
         trajectory = Trajectory(layout) if training and self.correction else None
-        solve_settings = self._solve_settings(settings, jitter)
-        stats = self.stats = self._solve(cell_of, z0, layout, solve_settings, trajectory)
-        if not torch.is_grad_enabled():  # f(z*) is the solve's own last image: no extra call
-            return stats.forward.fz
-        z_star = layout.flatten(stats.forward.z)
         probe = FirstApplication(flat_cell) if training and self._penalty_drawn() else None
-        out = layout.unflatten(
-            self.backward.attach(probe or flat_cell, z_star, settings, stats.record_backward)
+        solve_settings = self._solve_settings(settings, jitter)
+        solution, out = solve_differentiably(
+            trajectory.recording(cell_of) if trajectory is not None else cell_of,
+            z0,
+            solve_settings,
+            self.backward,
+            what="the cell",
+            through=probe or flat_cell,
+            backward_defaults=settings,  # the adjoint's cap is never jittered
+        )
+        stats = self.stats = DEQStats(
+            forward=solution,
+            max_iter=solve_settings.max_iter,
+            jacobian_loss=torch.zeros((), device=layout.device),
         )
         if probe is not None:
             stats.record_jacobian(self.jacobian_penalty, probe)
@@ -284,40 +295,16 @@ class DEQ(nn.Module):
             return settings
         return settings.updated(max_iter=jittered_cap(settings.max_iter, self.iteration_jitter))
 
-    def _solve(
-        self,
-        cell_of: Callable[[State], State],
-        z0: State,
-        layout: StateLayout,
-        settings: SolveSettings,
-        trajectory: Trajectory | None,
-    ) -> DEQStats:
-        """The forward solve (with autograd only for strategies that differentiate it)."""
-        if trajectory is not None:
-            cell_of = trajectory.recording(cell_of)
-        with torch.set_grad_enabled(
-            torch.is_grad_enabled() and self.backward.differentiates_solver
-        ):
-            solution = solve_with(cell_of, z0, settings, what="the cell")
-        stats = DEQStats(
-            forward=solution,
-            max_iter=settings.max_iter,
-            jacobian_loss=torch.zeros((), device=layout.device),
-        )
-        if not self.backward.differentiates_solver and self.backward.name != "implicit":
-            stats.backward_nfe = 0
-        return stats
-
     def _unrolled(self, x: Any, z0: State, settings: SolveSettings) -> State:
         """Pretraining: the cell applied `pretrain.depth` times, with ordinary backpropagation."""
         layout = StateLayout.of(z0, "z0")
         cell_of, _ = self._cell_maps(x, layout)
         out, record = unroll(cell_of, z0, self.pretrain.depth, settings)
+        record.backward_nfe = 0  # ordinary backpropagation: no adjoint solve
         if self.training and torch.is_grad_enabled():
             self.pretrain_remaining -= 1
         self.stats = DEQStats(
             forward=record,
-            backward_nfe=0,
             max_iter=self.pretrain.depth,
             jacobian_loss=torch.zeros((), device=layout.device),
             pretraining=True,

@@ -29,6 +29,10 @@ class NotConvergedError(EquilibriaError, RuntimeError):
     """A solve did not reach its tolerance and the caller asked for an error in that case."""
 
 
+class UnsupportedError(EquilibriaError, RuntimeError):
+    """A valid request that equilibria cannot serve (the message names what to use instead)."""
+
+
 class ConvergenceWarning(UserWarning):
     """A solve did not reach its tolerance; the best iterate found is returned."""
 

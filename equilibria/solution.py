@@ -41,6 +41,10 @@ class Solution:
         tol, stop_mode, solver: the settings that produced it.
         fz: f(z), the function's value at the returned iterates (same structure as z), computed
             by the solve itself; None where a solve did not keep it.
+        backward: with an implicit backward, the adjoint solve's `Solution` once the gradient
+            has been computed (None before, and for strategies without an adjoint solve).
+        backward_nfe: evaluations (vector-Jacobian products) of that adjoint solve; 0 for
+            strategies without one; None before the backward has run or without a strategy.
     """
 
     z: State
@@ -55,6 +59,13 @@ class Solution:
     stop_mode: str
     solver: str
     fz: State | None = None
+    backward: Solution | None = None
+    backward_nfe: int | None = None
+
+    def record_backward(self, adjoint: Solution) -> None:
+        """Keep the adjoint solve of this solution's implicit backward (called by it)."""
+        self.backward = adjoint
+        self.backward_nfe = adjoint.nfe
 
     @property
     def residual(self) -> torch.Tensor:

@@ -1,90 +1,19 @@
-"""The functional API: `solve(f, z0, ...)` finds a fixed point z = f(z) of any state structure."""
+"""The functional API: `solve(f, z0, ...)` finds a fixed point z = f(z) of any state structure,
+optionally with the gradient of a backward strategy, the same mechanism the DEQ layer uses."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .errors import (
-    ConvergenceWarning,
-    NotConvergedError,
-    check_choice,
-    check_nonnegative,
-    check_positive_int,
-    warn_at_caller,
-)
-from .solution import Solution, Status
-from .solvers import Solver, make_solver
-from .solvers.loop import iterate
-from .state import State, StateLayout, check_finite
-
-STOP_MODES = ("rel", "abs")
-ON_FAILURE = ("warn", "raise", "ignore")
-
-
-@dataclass(frozen=True)
-class SolveSettings:
-    """Everything that decides how a fixed point is searched for, checked on construction.
-
-    Attributes:
-        solver: the solver object (hyperparameters included).
-        tol: stop once every sample's residual is <= tol.
-        max_iter: the most evaluations of f a solve may use (>= 1).
-        stop_mode: "rel" (||f(z) - z|| / ||f(z)||) or "abs" (||f(z) - z||).
-        patience: stop after this many iterations without progress (None: never).
-        divergence_ratio: a sample whose absolute residual exceeds this multiple of its initial
-            value has diverged and stops counting; the solve stops (DIVERGED) once every sample
-            that has not converged has diverged.
-        on_failure: what a solve that misses `tol` does: "warn", "raise" or "ignore".
-    """
-
-    solver: Solver
-    tol: float = 1e-4
-    max_iter: int = 50
-    stop_mode: str = "rel"
-    patience: int | None = 20
-    divergence_ratio: float = 1e4
-    on_failure: str = "warn"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.solver, Solver):
-            raise TypeError(f"solver must be a Solver object, got {type(self.solver).__name__}")
-        object.__setattr__(self, "tol", check_nonnegative("tol", self.tol))
-        check_positive_int("max_iter", self.max_iter)
-        check_choice("stop_mode", self.stop_mode, STOP_MODES)
-        if self.patience is not None:
-            check_positive_int("patience", self.patience)
-        if check_nonnegative("divergence_ratio", self.divergence_ratio) <= 1:
-            raise ValueError(f"divergence_ratio must be > 1, got {self.divergence_ratio!r}")
-        check_choice("on_failure", self.on_failure, ON_FAILURE)
-
-    @classmethod
-    def create(
-        cls,
-        solver: str | Solver = "anderson",
-        *,
-        owner: str = "solve()",
-        solver_options: dict[str, Any] | None = None,
-        **settings: Any,
-    ) -> SolveSettings:
-        """Settings from a solver name or object, the loop settings and solver hyperparameters."""
-        solver = make_solver(solver, solver_options, owner=owner, other_keywords=settings_fields())
-        return cls(solver=solver, **settings)
-
-    def updated(self, **changes: Any) -> SolveSettings:
-        """A copy with some fields changed (None values are ignored); `solver` may be a name."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if isinstance(changes.get("solver"), str):
-            changes["solver"] = make_solver(changes["solver"])
-        return dataclasses.replace(self, **changes)
-
-
-def settings_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(SolveSettings)]
+from .backward import Backward, FlatMap, make_backward
+from .errors import UnsupportedError
+from .fixed_point import SolveSettings, find_fixed_point, functorch_transform
+from .solution import Solution
+from .solvers import Solver
+from .state import State, StateLayout
 
 
 def solve(
@@ -98,20 +27,31 @@ def solve(
     patience: int | None = 20,
     divergence_ratio: float = 1e4,
     on_failure: str = "warn",
+    backward: str | Backward | None = None,
     **solver_options: Any,
 ) -> Solution:
     """Find a fixed point z = f(z) starting from `z0`.
 
     `z0` is a batch-first tensor or a tuple/list of them; `f` must return the same structure.
-    `solver` is a name ("picard", "anderson", "broyden") or a solver object such as
+    `solver` is a name ("picard", "anderson", "broyden", ...) or a solver object such as
     `eq.Anderson(m=6)`; extra keywords are that named solver's hyperparameters.
     Returns a `Solution`; a solve that misses `tol` warns (or raises, or stays silent, per
-    `on_failure`) and returns each sample's best iterate. Runs under the caller's grad mode.
+    `on_failure`) and returns each sample's best iterate.
+
+    Gradients: with `backward=None` the solve runs under the caller's grad mode, so autograd
+    records every iteration. With a backward strategy (`"implicit"`, `eq.Implicit(...)`,
+    `eq.Phantom(...)`, `eq.OneStep()`, `eq.Unrolled()`, as for `eq.DEQ`), the solve runs
+    without autograd and `solution.z` (the same values) carries that strategy's gradient to
+    every tensor f closes over (module parameters and plain tensors alike); after backward,
+    `solution.backward` holds the adjoint solve of an implicit strategy.
 
     Example:
         >>> sol = solve(torch.cos, torch.zeros(4, 1), tol=1e-6, stop_mode="abs")
         >>> round(float(sol.z[0]), 6), sol.status.value
         (0.739085, 'converged')
+        >>> a = torch.tensor([0.5], requires_grad=True)
+        >>> sol = solve(lambda z: a * torch.cos(z), torch.zeros(1, 1), backward="implicit")
+        >>> sol.z.sum().backward()  # a.grad: dz*/da = cos z* / (1 + a sin z*)
     """
     settings = SolveSettings.create(
         solver,
@@ -123,63 +63,80 @@ def solve(
         divergence_ratio=divergence_ratio,
         on_failure=on_failure,
     )
-    return solve_with(f, z0, settings)
+    return solve_with(f, z0, settings, backward=backward)
 
 
 def solve_with(
-    f: Callable[[State], State], z0: State, settings: SolveSettings, *, what: str = "f"
+    f: Callable[[State], State],
+    z0: State,
+    settings: SolveSettings,
+    *,
+    backward: str | Backward | None = None,
+    what: str = "f",
 ) -> Solution:
     """`solve` with prepared settings; `what` names f in error messages (e.g. "the cell")."""
-    layout = StateLayout.of(z0, "z0")
-    check_finite(z0, "z0")
-    first_call = True
-
-    def flat_f(flat: torch.Tensor) -> torch.Tensor:
-        nonlocal first_call
-        out = f(layout.unflatten(flat))
-        if first_call:
-            layout.check_same(out, f"the output of {what}")
-            first_call = False
-        return layout.flatten(out)
-
-    def locate(flat: torch.Tensor) -> str:
-        return f"the output of {what} holds " + layout.locate_nonfinite(flat)
-
-    result = iterate(
-        settings.solver,
-        flat_f,
-        layout.flatten(z0),
-        tol=settings.tol,
-        max_iter=settings.max_iter,
-        stop_mode=settings.stop_mode,
-        patience=settings.patience,
-        divergence_ratio=settings.divergence_ratio,
-        describe_nonfinite=locate,
-    )
-    residual = result.rel_residual if settings.stop_mode == "rel" else result.abs_residual
-    solution = Solution(
-        z=layout.unflatten(result.z),
-        nfe=result.nfe,
-        converged=residual <= settings.tol,
-        abs_residual=result.abs_residual,
-        rel_residual=result.rel_residual,
-        abs_trace=result.abs_trace,
-        rel_trace=result.rel_trace,
-        status=result.status,
-        tol=settings.tol,
-        stop_mode=settings.stop_mode,
-        solver=settings.solver.name,
-        fz=layout.unflatten(result.fz),
-    )
-    report_failure(solution, settings.on_failure, what)
+    if backward is None:
+        return find_fixed_point(f, z0, settings, what=what)
+    solution, out = solve_differentiably(f, z0, settings, make_backward(backward), what=what)
+    if out is not solution.fz:  # the gradient's path: z* in value, the strategy's gradient
+        layout = StateLayout.of(z0, "z0")
+        z_star, wired = layout.flatten(solution.z).detach(), layout.flatten(out)
+        solution.z = layout.unflatten(z_star + (wired - wired.detach()))
     return solution
 
 
-def report_failure(solution: Solution, on_failure: str, what: str) -> None:
-    """Warn about or raise on a solve that missed its tolerance, as `on_failure` asks."""
-    if solution.status == Status.CONVERGED or on_failure == "ignore":
-        return
-    text = f"solve of {what} did not converge: {solution.message}; returning the best iterate"
-    if on_failure == "raise":
-        raise NotConvergedError(text)
-    warn_at_caller(text, ConvergenceWarning)
+def solve_differentiably(
+    f: Callable[[State], State],
+    z0: State,
+    settings: SolveSettings,
+    backward: Backward,
+    *,
+    what: str = "f",
+    through: FlatMap | None = None,
+    backward_defaults: SolveSettings | None = None,
+) -> tuple[Solution, State]:
+    """The one mechanism behind `solve(..., backward=...)` and `eq.DEQ`: the solution and f(z*).
+
+    The solve runs without autograd unless `backward` differentiates the solver. Under grad
+    mode, f(z*) is one more application of f (or of `through`, the same map on flat
+    `(batch, features)` matrices, for callers that watch that application), wired for the
+    strategy's gradient, which records its adjoint solve on the returned solution. Without
+    grad mode it is the solve's own last image, at no extra evaluation. An adjoint solve takes
+    its unset values from `backward_defaults` (default: `settings`).
+    """
+    refuse_implicit_under_functorch(backward)
+    layout = StateLayout.of(z0, "z0")
+    grad = torch.is_grad_enabled()
+    with torch.set_grad_enabled(grad and backward.differentiates_solver):
+        solution = find_fixed_point(f, z0, settings, what=what)
+    if not (backward.solves_adjoint or backward.differentiates_solver):
+        solution.backward_nfe = 0
+    if not grad:
+        return solution, solution.fz
+    if through is None:
+
+        def through(flat: torch.Tensor) -> torch.Tensor:
+            return layout.flatten(f(layout.unflatten(flat)))
+
+    z_star = layout.flatten(solution.z)
+    defaults = settings if backward_defaults is None else backward_defaults
+    out = backward.attach(through, z_star, defaults, solution.record_backward)
+    return solution, layout.unflatten(out)
+
+
+def refuse_implicit_under_functorch(backward: Backward) -> None:
+    """Raise a clear error when an adjoint solve would run inside a `torch.func` transform.
+
+    The implicit backward solves its adjoint equation in a tensor hook with
+    `torch.autograd.grad`, neither of which functorch transforms support. The other strategies
+    are ordinary autograd and work under `torch.func.grad`/`jacrev`.
+    """
+    transform = functorch_transform()
+    if backward.solves_adjoint and transform not in (None, "vmap"):  # vmap: the solve refuses
+        raise UnsupportedError(
+            f"the implicit backward cannot run inside torch.func.{transform}: it "
+            "solves its adjoint equation with torch.autograd.grad in a tensor hook, which "
+            "functorch transforms do not support; take implicit gradients with "
+            "loss.backward() or torch.autograd.grad, or use backward=eq.Unrolled(), "
+            "eq.Phantom() or eq.OneStep() under torch.func"
+        )

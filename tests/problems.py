@@ -61,3 +61,22 @@ def tanh_network(dtype: torch.dtype, batch: int = 5, features: int = 16) -> Prob
 
 
 PROBLEMS = {"affine": affine, "cos": cosine, "tanh": tanh_network}
+
+
+def dense_ift_gradients(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    z_star: torch.Tensor,
+    upstream: torch.Tensor,
+    inputs: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, ...]:
+    """d<upstream, z*>/d inputs by the implicit function theorem with one dense Jacobian.
+
+    `f` maps a `(batch, features)` matrix to one and closes over `inputs`; the whole batch is
+    one system (I - J) here, so nothing assumes that samples are independent.
+    """
+    z = z_star.detach()
+    n = z.numel()
+    jac = torch.autograd.functional.jacobian(f, z).reshape(n, n)
+    adjoint = torch.linalg.solve((torch.eye(n, dtype=z.dtype) - jac).T, upstream.reshape(n))
+    with torch.enable_grad():
+        return torch.autograd.grad(f(z), inputs, adjoint.reshape(z.shape))

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..deq import DEQ
 from ..errors import check_nonnegative, check_positive_int
-from ..solve import solve_with
+from ..fixed_point import find_fixed_point
 from ..state import StateLayout
 from .mixing import History
 from .solver import NeuralSolver
@@ -87,7 +87,7 @@ def fixed_point_targets(deq: DEQ, x: torch.Tensor, config: SolverTraining) -> to
     settings = settings.updated(on_failure="ignore")
     with torch.no_grad():
         z0 = deq.initial_state(x)
-        solution = solve_with(lambda z: deq.cell(z, x), z0, settings, what="the cell")
+        solution = find_fixed_point(lambda z: deq.cell(z, x), z0, settings, what="the cell")
     return StateLayout.of(z0).flatten(solution.z)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..backward import Backward, OneStep, Phantom, make_backward
 from ..errors import check_choice, check_fraction, check_positive_int
-from ..solve import SolveSettings
+from ..fixed_point import SolveSettings
 from ..state import State, StateLayout
 
 CORRECTION_BACKWARDS = ("onestep", "phantom")

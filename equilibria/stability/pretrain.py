@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check_positive_int
+from ..fixed_point import SolveSettings
 from ..solution import Solution, Status
-from ..solve import SolveSettings
 from ..state import State, StateLayout, check_finite
 
 
