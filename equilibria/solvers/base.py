@@ -8,12 +8,13 @@ says how to propose the next iterate.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch.autograd import forward_ad
 
 FlatMap = Callable[[torch.Tensor], torch.Tensor]
 
@@ -28,7 +29,11 @@ class Step:
 
 
 class EvaluationBudget:
-    """Wraps f so that every evaluation is counted; solvers read `remaining` before extra calls."""
+    """Wraps f so that every evaluation is counted; solvers read `remaining` before extra calls.
+
+    A Jacobian-vector product (`jvp`) evaluates f once, on dual numbers, and counts as one
+    evaluation.
+    """
 
     def __init__(self, fn: FlatMap, limit: int) -> None:
         self.fn = fn
@@ -42,6 +47,48 @@ class EvaluationBudget:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.count += 1
         return self.fn(z)
+
+    def jvp(self, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """J_f(z) v by forward-mode automatic differentiation, counted as one evaluation."""
+        self.count += 1
+        return forward_jvp(self.fn, z, v)
+
+
+def forward_jvp(fn: FlatMap, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J_fn(z) v from one evaluation of fn on dual numbers (forward-mode AD).
+
+    Forward mode runs under torch.no_grad() and, unlike functional transforms, lets a cell
+    update its buffers in place (BatchNorm in training mode). Under grad mode the product stays
+    differentiable, so a solver that uses it can itself be differentiated.
+    """
+    with _forward_mode_kernels(), forward_ad.dual_level():
+        out = fn(forward_ad.make_dual(z, v))
+        tangent = forward_ad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent  # None: f ignores z
+
+
+@contextmanager
+def _forward_mode_kernels() -> Iterator[None]:
+    """Attention in kernels that have forward-mode derivatives.
+
+    The fused attention kernels (SDPA's flash kernel, the nn.TransformerEncoderLayer and
+    nn.MultiheadAttention inference fast path) have none, so for the product SDPA runs its
+    math kernel and the fast path is off. Both switches are process-wide in PyTorch; they are
+    restored on exit.
+    """
+    with ExitStack() as stack:
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # torch < 2.3 has no such switch
+            pass
+        else:
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        mha = getattr(torch.backends, "mha", None)
+        if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+            previous = mha.get_fastpath_enabled()
+            mha.set_fastpath_enabled(False)
+            stack.callback(mha.set_fastpath_enabled, previous)
+        yield
 
 
 class Solver(ABC):
