@@ -10,9 +10,10 @@ from ..errors import check_choice, reject_unknown_options
 from .anderson import Anderson
 from .base import EvaluationBudget, Solver, Step
 from .broyden import Broyden
+from .gmres import GMRES
 from .picard import Picard
 
-SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (Picard, Anderson, Broyden)}
+SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (Picard, Anderson, Broyden, GMRES)}
 
 
 def solver_options(cls: type[Solver]) -> list[str]:
@@ -54,6 +55,7 @@ __all__ = [
     "Anderson",
     "Broyden",
     "EvaluationBudget",
+    "GMRES",
     "Picard",
     "Solver",
     "Step",
