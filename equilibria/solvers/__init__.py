@@ -11,9 +11,12 @@ from .anderson import Anderson
 from .base import EvaluationBudget, Solver, Step
 from .broyden import Broyden
 from .gmres import GMRES
+from .newton import Newton
 from .picard import Picard
 
-SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (Picard, Anderson, Broyden, GMRES)}
+SOLVERS: dict[str, type[Solver]] = {
+    cls.name: cls for cls in (Picard, Anderson, Broyden, Newton, GMRES)
+}
 
 
 def solver_options(cls: type[Solver]) -> list[str]:
@@ -56,6 +59,7 @@ __all__ = [
     "Broyden",
     "EvaluationBudget",
     "GMRES",
+    "Newton",
     "Picard",
     "Solver",
     "Step",

@@ -1,0 +1,368 @@
+"""Newton-Krylov: quadratic convergence, the line search, the evaluation budget, per-sample
+independence and forward-mode products through real cells."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import equilibria as eq
+from equilibria.cells import ConvCell
+from equilibria.solvers import EvaluationBudget, Newton, make_solver
+from equilibria.solvers.base import forward_jvp
+
+F64 = torch.float64
+
+
+def tanh_problem(batch=4, features=16, norm=0.9, seed=2):
+    """z = tanh(W z + x), ||W|| = norm < 1: a smooth contraction; the answer by long iteration."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(features, features, generator=gen, dtype=F64)
+    w = w * (norm / torch.linalg.matrix_norm(w, ord=2))
+    x = torch.randn(batch, features, generator=gen, dtype=F64)
+
+    def f(z):
+        return torch.tanh(z @ w.T + x)
+
+    answer = torch.zeros_like(x)
+    for _ in range(600):  # 0.9^600: far below float64 resolution
+        answer = f(answer)
+    return f, torch.zeros_like(x), answer
+
+
+def unstable_problem(batch=3, features=8, radius=1.6, seed=3):
+    """A fixed point z* whose Jacobian has spectral radius about 1.6: plain iteration runs
+    away from it, while Newton converges from a start near it."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(features, features, generator=gen, dtype=F64)
+    a = a * (radius / torch.linalg.eigvals(a).abs().max())
+    star = torch.randn(batch, features, generator=gen, dtype=F64)
+    start = star + 0.3 * torch.randn(batch, features, generator=gen, dtype=F64)
+
+    def f(z):
+        e = z - star
+        return star + e @ a.T + 0.5 * (torch.sin(e) - e)
+
+    return f, start, star
+
+
+def arctan_problem():
+    """F(z) = f(z) - z = -arctan(z - c): from |z - c| > 1.4 the full Newton step overshoots
+    further and further (the textbook failure), while plain iteration converges."""
+    c = torch.tensor([[0.5, -1.0], [2.0, 0.0], [0.0, 0.0]], dtype=F64)
+    start = c + torch.tensor([[3.0, 2.5], [-4.0, 3.0], [0.5, -0.2]], dtype=F64)
+    return (lambda z: z - torch.atan(z - c)), start, c
+
+
+def assert_quadratic(trace, constant=100.0):
+    """Per sample, every step from a residual r below 1e-2 (until round-off) ends below
+    constant * r^2, and there is at least one such step. A linear rate r -> q r breaks the
+    bound as soon as r < q / constant."""
+    for sample in trace.T:
+        steps = [(r, after) for r, after in zip(sample[:-1], sample[1:], strict=True) if r < 1e-2]
+        steps = [(r, after) for r, after in steps if after > 1e-13]
+        assert steps, sample
+        for r, after in steps:
+            assert after <= constant * r**2, (float(r), float(after))
+
+
+def test_quadratic_convergence_on_a_smooth_contraction():
+    f, z0, answer = tanh_problem()
+    sol = eq.solve(f, z0, "newton", tol=1e-12, stop_mode="abs", max_iter=200, patience=None)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+    torch.testing.assert_close(sol.z, answer, atol=1e-11, rtol=0)
+    assert len(sol.abs_trace) <= 8  # steps, where Anderson takes about 20
+    assert_quadratic(sol.abs_trace)
+
+
+def test_quadratic_convergence_test_rejects_a_linear_method():
+    """The check above fails on Anderson's (fast, but linear) convergence."""
+    f, z0, _ = tanh_problem()
+    sol = eq.solve(f, z0, "anderson", tol=1e-12, stop_mode="abs", max_iter=200, patience=None)
+    with pytest.raises(AssertionError):
+        assert_quadratic(sol.abs_trace)
+
+
+def test_converges_where_plain_iteration_diverges():
+    f, z0, star = unstable_problem()
+    picard = eq.solve(
+        f, z0, "picard", tol=1e-10, stop_mode="abs", max_iter=100, on_failure="ignore"
+    )
+    assert picard.status == eq.Status.DIVERGED
+    sol = eq.solve(f, z0, "newton", tol=1e-12, stop_mode="abs", max_iter=200, patience=None)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+    torch.testing.assert_close(sol.z, star, atol=1e-10, rtol=0)
+    assert_quadratic(sol.abs_trace)
+
+
+def test_line_search_saves_a_start_where_the_full_step_overshoots():
+    f, z0, c = arctan_problem()
+    options = dict(tol=1e-10, stop_mode="abs", max_iter=100, on_failure="ignore")
+    full = eq.solve(f, z0, Newton(max_backtracks=0), **options)
+    assert not full.converged[:2].any()  # the two far starts never get anywhere
+    assert full.abs_trace[1, :2].gt(full.abs_trace[0, :2]).all()  # the first step overshoots
+    sol = eq.solve(f, z0, Newton(), **options)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+    torch.testing.assert_close(sol.z, c, atol=1e-10, rtol=0)
+    assert sol.abs_trace[1].lt(sol.abs_trace[0]).all()  # every accepted step decreases ||F||
+
+
+class Counted:
+    """f with a count of its calls (a forward-mode product calls it once, on dual numbers)."""
+
+    def __init__(self, f):
+        self.f, self.calls = f, 0
+
+    def __call__(self, z):
+        self.calls += 1
+        return self.f(z)
+
+
+@pytest.mark.parametrize("problem", ["tanh", "arctan"])
+@pytest.mark.parametrize("jvp", ["forward", "difference"])
+def test_budget_is_never_exceeded_and_every_product_counts(problem, jvp):
+    f, z0, _ = tanh_problem() if problem == "tanh" else arctan_problem()
+    for max_iter in range(1, 16):
+        counted = Counted(f)
+        sol = eq.solve(
+            counted,
+            z0,
+            Newton(jvp=jvp),
+            tol=0.0,
+            max_iter=max_iter,
+            patience=None,
+            on_failure="ignore",
+        )
+        assert sol.nfe == counted.calls <= max_iter, max_iter
+    assert sol.nfe == 15  # the budget is used up, not left over
+
+
+def test_products_are_counted_by_the_budget():
+    f, z0, _ = tanh_problem()
+    budget = EvaluationBudget(f, 10)
+    jv = budget.jvp(z0, torch.ones_like(z0))
+    assert budget.count == 1 and budget.remaining == 9
+    h = 1e-6
+    reference = (f(z0 + h) - f(z0 - h)) / (2 * h)
+    torch.testing.assert_close(jv, reference, atol=1e-8, rtol=0)
+
+
+def test_samples_are_independent():
+    """Each sample's residuals, step by step, are those of the same sample solved alone."""
+    f, z0, _ = tanh_problem(batch=3)
+    gen = torch.Generator().manual_seed(7)
+    z0 = 3.0 * torch.randn(z0.shape, generator=gen, dtype=F64) * torch.tensor([[0.1], [1], [3]])
+    options = dict(tol=1e-11, stop_mode="abs", max_iter=300, patience=None)
+    together = eq.solve(f, z0, "newton", **options)
+    for i in range(3):
+        alone = eq.solve(
+            lambda z, i=i: f(z.expand(3, -1))[i : i + 1], z0[i : i + 1], "newton", **options
+        )
+        steps = min(len(alone.abs_trace), len(together.abs_trace))
+        torch.testing.assert_close(
+            together.abs_trace[:steps, i], alone.abs_trace[:steps, 0], rtol=1e-6, atol=1e-13
+        )
+        torch.testing.assert_close(together.z[i], alone.z[0], atol=1e-12, rtol=0)
+
+
+def test_tuple_states():
+    target_a = torch.randn(3, 2, 4, 4, dtype=F64)
+    target_b = torch.randn(3, 5, dtype=F64)
+
+    def f(z):
+        a, b = z
+        return 0.5 * torch.tanh(a) + target_a, torch.sin(b) * 0.3 + target_b + 0.1 * a.mean()
+
+    z0 = (torch.zeros(3, 2, 4, 4, dtype=F64), torch.zeros(3, 5, dtype=F64))
+    sol = eq.solve(f, z0, "newton", tol=1e-11, stop_mode="abs", max_iter=100)
+    assert isinstance(sol.z, tuple) and [t.shape for t in sol.z] == [t.shape for t in z0]
+    image = f(sol.z)
+    for part, fixed in zip(sol.z, image, strict=True):
+        torch.testing.assert_close(part, fixed, atol=1e-10, rtol=0)
+
+
+def test_no_fixed_point_is_never_reported_as_converged():
+    """z + 1: J_F = 0, so GMRES finds no direction and the step stays put (no NaN, no jump to
+    where z + 1 rounds to z)."""
+    for dtype in (torch.float32, F64):
+        z0 = torch.randn(4, 6, dtype=dtype)
+        sol = eq.solve(lambda z: z + 1.0, z0, "newton", tol=1e-6, max_iter=20, on_failure="ignore")
+        assert not sol.converged.any() and torch.isfinite(sol.z).all()
+        assert sol.abs_trace.min() > 0.99 * 6**0.5
+
+
+def test_solver_arithmetic_ignores_autocast():
+    """Under bf16 autocast a float32 solve evaluates f at the same points as without it."""
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(12, 12, generator=gen) * 0.25
+    x = torch.randn(3, 12, generator=gen)
+
+    def run():
+        points = []
+
+        def f(z):  # elementwise ops and a sum only: autocast leaves them in float32
+            points.append(z.detach().clone())
+            return torch.tanh((z.unsqueeze(1) * w).sum(dim=2) + x)
+
+        options = dict(tol=0.0, max_iter=20, patience=None, on_failure="ignore")
+        eq.solve(f, torch.zeros(3, 12), "newton", **options)
+        return points
+
+    plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = run()
+    assert len(plain) == len(cast) == 20
+    for k, (a, b) in enumerate(zip(plain, cast, strict=True)):
+        assert torch.equal(a, b), f"evaluation {k} differs"
+
+
+def test_gradients_through_the_solve_match_the_implicit_function_theorem():
+    """Under grad mode (the unrolled backward) the solve is differentiable, products included."""
+    f0, z0, _ = tanh_problem(batch=2, features=6)
+    gen = torch.Generator().manual_seed(5)
+    w = (0.3 * torch.randn(6, 6, generator=gen, dtype=F64)).requires_grad_()
+    x = torch.randn(2, 6, generator=gen, dtype=F64, requires_grad=True)
+
+    def f(z):
+        return torch.tanh(z @ w.T + x)
+
+    sol = eq.solve(f, torch.zeros(2, 6, dtype=F64), "newton", tol=1e-13, stop_mode="abs")
+    upstream = torch.randn(2, 6, generator=gen, dtype=F64)
+    gx, gw = torch.autograd.grad((sol.z * upstream).sum(), (x, w))
+    z = sol.z.detach()
+    s = 1 - torch.tanh(z @ w.detach().T + x.detach()).square()  # tanh' at the fixed point
+    eye = torch.eye(6, dtype=F64)
+    for i in range(2):  # (I - J)^-T u, J = diag(s) W; dL/dx = that times diag(s)
+        jac = s[i, :, None] * w.detach()
+        adjoint = torch.linalg.solve((eye - jac).T, upstream[i])
+        torch.testing.assert_close(gx[i], adjoint * s[i], atol=1e-10, rtol=0)
+    reference_w = sum(
+        torch.outer(
+            torch.linalg.solve((eye - s[i, :, None] * w.detach()).T, upstream[i]) * s[i], z[i]
+        )
+        for i in range(2)
+    )
+    torch.testing.assert_close(gw, reference_w, atol=1e-10, rtol=0)
+
+
+class TransformerCell(nn.Module):
+    def __init__(self, tokens=3, width=8):
+        super().__init__()
+        self.shape = (tokens, width)
+        self.layer = nn.TransformerEncoderLayer(width, 2, 16, dropout=0.0, batch_first=True)
+
+    def forward(self, z, x):
+        return self.layer(z.reshape(-1, *self.shape) + x.reshape(-1, *self.shape)).flatten(1)
+
+
+class NormalizedConvCell(nn.Module):
+    def __init__(self, channels=4, size=5):
+        super().__init__()
+        self.shape = (channels, size, size)
+        conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.utils.parametrizations.weight_norm(conv)
+        self.norm = nn.GroupNorm(2, channels)
+
+    def forward(self, z, x):
+        image = z.reshape(-1, *self.shape)
+        return self.norm(torch.tanh(self.conv(image) + x.reshape(-1, *self.shape))).flatten(1)
+
+
+class FlatConvCell(nn.Module):
+    def __init__(self, channels=4, size=5):
+        super().__init__()
+        self.shape = (channels, size, size)
+        self.cell = ConvCell(channels)
+
+    def forward(self, z, x):
+        image = z.reshape(-1, *self.shape)
+        return self.cell(image, x.reshape(-1, *self.shape)).flatten(1)
+
+
+CELLS = {
+    "conv-groupnorm": FlatConvCell,
+    "weight-norm": NormalizedConvCell,
+    "transformer": TransformerCell,
+}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward_mode_products_through_cells_without_grad(cell, mode):
+    """Forward-mode products match central differences in train and eval mode under no_grad
+    (the transformer's fused inference path and flash attention have no forward-mode formula:
+    the product runs them in their composite form, and the global switch comes back)."""
+    torch.manual_seed(0)
+    module = getattr(CELLS[cell]().double(), mode)()
+    features = math.prod(module.shape)
+    z, x, v = (torch.randn(2, features, dtype=F64) for _ in range(3))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    with torch.no_grad():
+        jv = forward_jvp(lambda z: module(z, x), z, v)
+        h = 1e-6
+        reference = (module(z + h * v, x) - module(z - h * v, x)) / (2 * h)
+    torch.testing.assert_close(jv, reference, atol=1e-7, rtol=1e-6)
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath
+
+
+def test_solves_a_conv_cell_without_grad():
+    torch.manual_seed(0)
+    cell = FlatConvCell().double().eval()
+    x = torch.randn(2, 100, dtype=F64)
+    with torch.no_grad():
+        sol = eq.solve(lambda z: cell(z, x), torch.zeros_like(x), "newton", tol=1e-10, max_iter=60)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+
+
+class SquareWithoutForwardMode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return a * a
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        return 2 * a * grad
+
+
+def test_difference_products_where_forward_mode_is_missing():
+    """A custom op without a forward-mode formula: the error names the way out, which works."""
+
+    def f(z):
+        return 0.5 * SquareWithoutForwardMode.apply(z) + 0.25
+
+    z0 = torch.zeros(2, 3, dtype=F64)
+    with pytest.raises(NotImplementedError, match='jvp="difference"'):
+        eq.solve(f, z0, "newton", tol=1e-10)
+    sol = eq.solve(f, z0, Newton(jvp="difference"), tol=1e-10, stop_mode="abs", max_iter=40)
+    assert sol.status == eq.Status.CONVERGED, sol.message
+    torch.testing.assert_close(sol.z, torch.full_like(z0, 1 - 0.5**0.5), atol=1e-10, rtol=0)
+
+
+def test_registry_and_hyperparameters():
+    assert eq.SOLVERS["newton"] is Newton
+    assert make_solver("newton", {"k": 4}) == Newton(k=4)
+    assert Newton() == Newton(k=10, eta_max=0.9, max_backtracks=4, jvp="forward")
+    assert copy.deepcopy(Newton(k=3)) == Newton(k=3)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"k": 0}, "Newton k must be an integer >= 1"),
+        ({"k": 2.5}, "Newton k must be an integer >= 1"),
+        ({"eta_max": 1.0}, r"Newton eta_max must lie in \[0, 1\)"),
+        ({"eta_max": -0.1}, r"Newton eta_max must lie in \[0, 1\)"),
+        ({"max_backtracks": -1}, "Newton max_backtracks must be an integer >= 0"),
+        (
+            {"jvp": "reverse"},
+            "Newton jvp='reverse' is not valid; choose one of forward, difference",
+        ),
+    ],
+)
+def test_bad_hyperparameters_are_rejected(options, message):
+    with pytest.raises(ValueError, match=message):
+        Newton(**options)
