@@ -19,7 +19,7 @@ from .fixed_point import SolveSettings
 from .neural import NeuralSolver, SolverTraining, fit_neural_solver
 from .solution import Solution, Status
 from .solve import solve
-from .solvers import SOLVERS, Anderson, Broyden, Picard, Solver, make_solver
+from .solvers import GMRES, SOLVERS, Anderson, Broyden, Newton, Picard, Solver, make_solver
 from .stability import (
     CorrectionStates,
     FixedPointCache,
@@ -46,8 +46,10 @@ __all__ = [
     "Broyden",
     "ConvergenceWarning",
     "DEQStats",
+    "GMRES",
     "EquilibriaError",
     "Implicit",
+    "Newton",
     "NonFiniteError",
     "NotConvergedError",
     "OneStep",

@@ -33,8 +33,9 @@ def solve(
     """Find a fixed point z = f(z) starting from `z0`.
 
     `z0` is a batch-first tensor or a tuple/list of them; `f` must return the same structure.
-    `solver` is a name ("picard", "anderson", "broyden", ...) or a solver object such as
-    `eq.Anderson(m=6)`; extra keywords are that named solver's hyperparameters.
+    `solver` is a name ("picard", "anderson", "broyden", "newton"; "gmres" for affine f) or a
+    solver object such as `eq.Anderson(m=6)`; extra keywords are that named solver's
+    hyperparameters.
     Returns a `Solution`; a solve that misses `tol` warns (or raises, or stays silent, per
     `on_failure`) and returns each sample's best iterate.
 

@@ -112,7 +112,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
 
 def test_bad_eval_options_are_rejected_by_the_parser(tmp_path, capsys):
     for option in (
-        ["--solver", "newton"],
+        ["--solver", "secant"],
         ["--sweep", "1,x"],
         ["--max-iter", "0"],
         ["--tol", "-1"],

@@ -50,7 +50,7 @@ def test_overrides_parse_to_the_declared_types():
             "optimizer=lbfgs",
             r"optim.optimizer='lbfgs' is not valid; choose one of adam, adamw, sgd",
         ),
-        ("deq.solver=newton", r"choose one of picard, anderson, broyden"),
+        ("deq.solver=secant", r"choose one of picard, anderson, broyden, newton, gmres"),
         ("weight_norm=maybe", r"model.weight_norm='maybe' is not valid: expected true/false"),
         ("model.groups=5", r"model.groups=5 must divide every entry of model.channels"),
         ("deq.iteration_jitter=8", r"must be smaller than deq.max_iter=8"),

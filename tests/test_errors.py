@@ -89,7 +89,7 @@ def test_unknown_solver_and_backward_names_list_the_choices():
     ):
         eq.DEQ(TanhCell(4), backward="implict")
     with pytest.raises(ValueError, match="choose one of"):
-        eq.solve(torch.cos, torch.zeros(1, 1), "newton")
+        eq.solve(torch.cos, torch.zeros(1, 1), "secant")
     with pytest.raises(TypeError, match="backward must be a name"):
         eq.DEQ(TanhCell(4), backward=3)
 

@@ -133,8 +133,8 @@ def test_camera_needs_scikit_image_or_is_its_photo():
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="lr must be > 0"):
         FitSettings(lr=0.0)
-    with pytest.raises(ValueError, match="solver='newton' is not valid; choose one of"):
-        FitSettings(solver="newton")
+    with pytest.raises(ValueError, match="solver='secant' is not valid; choose one of"):
+        FitSettings(solver="secant")
     with pytest.raises(ValueError, match="contraction must be < 1"):
         FitSettings(contraction=1.0)
 

@@ -39,10 +39,27 @@ class EvaluationBudget:
         self.fn = fn
         self.limit = limit
         self.count = 0
+        self._stop: tuple[torch.Tensor, float, str] | None = None
 
     @property
     def remaining(self) -> int:
         return self.limit - self.count
+
+    def stop_at(self, fz: torch.Tensor, tol: float, stop_mode: str) -> None:
+        """Record the loop's stopping rule at the current image (the loop calls this)."""
+        self._stop = (fz, tol, stop_mode)
+
+    @property
+    def target(self) -> torch.Tensor | None:
+        """Per sample, the absolute residual ||f(z) - z|| at which the loop stops, measured at
+        the current image (None outside the loop). Solvers with inner iterations (Krylov
+        methods) stop those there: solving further buys nothing the loop will use."""
+        if self._stop is None:
+            return None
+        fz, tol, stop_mode = self._stop
+        if stop_mode == "abs":
+            return torch.full(fz.shape[:1], tol, dtype=torch.float64, device=fz.device)
+        return tol * fz.detach().norm(dim=1).double()
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.count += 1
@@ -100,6 +117,9 @@ class Solver(ABC):
     """
 
     name: ClassVar[str]
+    # True for solvers that assume f is affine (GMRES): they are meant for linear equations
+    # such as the implicit backward's adjoint, not for nonlinear forward solves
+    affine_only: ClassVar[bool] = False
 
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> Any:
         """Working state before the first step (history buffers and the like)."""

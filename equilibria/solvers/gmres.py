@@ -9,7 +9,7 @@ import torch
 
 from ..errors import check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off
-from .krylov import LinearOperator, check_relative_tolerance, gmres
+from .krylov import LinearOperator, check_relative_tolerance, gmres, loop_tolerance
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class GMRES(Solver):
     restart: int = 20
     cycle_tol: float = 0.0
     name: ClassVar[str] = "gmres"
+    affine_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_positive_int("GMRES restart", self.restart)
@@ -50,7 +51,9 @@ class GMRES(Solver):
         if f.remaining < 2:  # no room for a product and the evaluation at the new z
             return Step(z=fz, fz=None, state=state)
         operator = _fixed_point_operator(f, z, fz)
-        cycle = gmres(operator, g, max_iter=min(self.restart, f.remaining - 1), rtol=self.cycle_tol)
+        enough = loop_tolerance(f, g.norm(dim=1))  # the cycle ends where the loop would stop
+        rtol = self.cycle_tol if enough is None else enough.clamp(min=self.cycle_tol)
+        cycle = gmres(operator, g, max_iter=min(self.restart, f.remaining - 1), rtol=rtol)
         return Step(z=z + cycle.x, fz=None, state=state)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check_positive_int
-from .base import autocast_off, write_slot
+from .base import EvaluationBudget, autocast_off, write_slot
 
 # A v and the size of the rounding error in it, per sample (shape (batch,)): directions no
 # longer than that rounding carry no information about A.
@@ -30,6 +30,21 @@ class KrylovResult:
     x: torch.Tensor  # (batch, features), in b's dtype
     residual: torch.Tensor  # (batch,) float64: ||b - A x|| by the least-squares recurrence
     products: int  # applications of the operator
+
+
+# inner solves aim at this fraction of the loop's target: the loop measures the residual afresh
+# at the new point (in "rel" mode against a new ||f(z)||), so a little margin saves a cycle
+TARGET_MARGIN = 0.5
+
+
+def loop_tolerance(f: EvaluationBudget, residual_norm: torch.Tensor) -> torch.Tensor | None:
+    """Per sample, the relative residual of an inner linear solve beyond which the loop's
+    target is met, so further products would be wasted (None when f has no target)."""
+    target = f.target
+    if target is None:
+        return None
+    norm = residual_norm.detach().double()
+    return (TARGET_MARGIN * target / torch.where(norm > 0, norm, 1.0)).clamp(max=1.0)
 
 
 def check_relative_tolerance(name: str, value: object) -> float:

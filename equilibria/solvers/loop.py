@@ -130,6 +130,7 @@ def iterate(
         if patience is not None and stalled >= patience:
             status = Status.STAGNATED
             break
+        f.stop_at(fz, tol, stop_mode)
         step = solver.step(f, z, fz, g, state)
         z, state = step.z, step.state
         fz = step.fz if step.fz is not None else f(z)

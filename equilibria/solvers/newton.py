@@ -11,7 +11,7 @@ import torch
 
 from ..errors import check_choice, check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off
-from .krylov import LinearOperator, check_relative_tolerance, gmres
+from .krylov import LinearOperator, check_relative_tolerance, gmres, loop_tolerance
 
 JVP_METHODS = ("forward", "difference")
 # Eisenstat-Walker "choice 2": eta = GAMMA (||F_k|| / ||F_k-1||)^ORDER gives convergence of
@@ -81,22 +81,32 @@ class Newton(Solver):
         g: torch.Tensor,
         state: NewtonState,
     ) -> Step:
-        if f.remaining < 2:  # no room for a product and a trial point
+        if f.remaining < 3:  # no room for a product, a trial point and a fallback
             return Step(z=fz, fz=None, state=state)
         with autocast_off(z.device):
             norm = g.detach().norm(dim=1).double()
         eta = self._forcing_term(norm, state)
+        enough = loop_tolerance(f, norm)  # no more accurate than the loop's target needs
+        if enough is not None:
+            eta = torch.maximum(eta, enough).clamp(max=self.eta_max)
         operator = self._residual_jacobian(f, z, fz)
-        solution = gmres(operator, -g, max_iter=min(self.k, f.remaining - 1), rtol=eta)
+        solution = gmres(operator, -g, max_iter=min(self.k, f.remaining - 2), rtol=eta)
         state = NewtonState(norm=norm, eta=eta)
         direction = solution.x
         if not bool(direction.detach().any()):  # nowhere to go: F = 0 or J_F singular on it
-            return Step(z=z, fz=fz, state=state)
+            return Step(z=fz, fz=None, state=state)
         # the decrease the linear model promises: 1 - eta for the eta GMRES actually reached
         promised = 1 - (solution.residual.detach() / torch.where(norm > 0, norm, 1.0)).clamp(max=1)
-        backtracks = min(self.max_backtracks, f.remaining - 1)
-        z_next, fz_next = _line_search(f, z, direction, norm, promised, backtracks)
-        return Step(z=z_next, fz=fz_next, state=state)
+        backtracks = max(min(self.max_backtracks, f.remaining - 2), 0)
+        z_next, fz_next, accepted = _line_search(f, z, direction, norm, promised, backtracks)
+        if bool(accepted.all()):
+            return Step(z=z_next, fz=fz_next, state=state)
+        # where no step length decreased ||F|| enough, the Newton direction is no descent
+        # direction worth taking (a Jacobian far from the local behaviour of f, as at a
+        # normalization layer's zero input); those samples take the plain step z <- f(z)
+        # instead, and the loop evaluates f at the new points (the evaluation kept in reserve)
+        z_next = torch.where(accepted.unsqueeze(1), z_next, fz)
+        return Step(z=z_next, fz=None, state=state)
 
     def _forcing_term(self, norm: torch.Tensor, state: NewtonState) -> torch.Tensor:
         """Per sample, the relative residual to which this step's linear system is solved."""
@@ -172,9 +182,9 @@ def _line_search(
     norm: torch.Tensor,
     promised: torch.Tensor,
     backtracks: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The full step, then per-sample halvings until ||F|| decreases enough; the trial with the
-    smallest ||F|| of each sample and its image."""
+    smallest ||F|| of each sample, its image, and whether it decreased ||F|| enough."""
     length = torch.ones_like(norm)
 
     def trial(length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,4 +211,4 @@ def _line_search(
         best_fz = torch.where(better.unsqueeze(1), fz_trial, best_fz)
         best_norm = torch.where(better, trial_norm, best_norm)
         accepted = accepted | sufficient(trial_norm, length)
-    return best_z, best_fz
+    return best_z, best_fz, accepted
