@@ -16,6 +16,7 @@ SOLVERS = {
     "broyden": eq.Broyden(),
     "broyden-linesearch": eq.Broyden(line_search=True),
 }
+KRYLOV = {"newton": eq.Newton(), "gmres": eq.GMRES()}  # gmres: for affine maps only
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 ANSWER_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
@@ -72,7 +73,7 @@ def test_bfloat16_states_do_not_crash(solver):
     torch.testing.assert_close(sol.z.float(), p.answer, atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("solver", ["anderson", "broyden", "broyden-linesearch"])
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "broyden-linesearch", *KRYLOV])
 def test_solver_arithmetic_ignores_autocast(solver):
     """Under bf16 autocast a float32 solve takes the same iterates as without it (the solvers'
     products stay float32), while f itself is still evaluated under the caller's autocast."""
@@ -89,7 +90,7 @@ def test_solver_arithmetic_ignores_autocast(solver):
             return torch.tanh((z.unsqueeze(1) * w).sum(dim=2) + x)
 
         options = dict(tol=0.0, max_iter=20, patience=None, on_failure="ignore")
-        sol = eq.solve(f, torch.zeros(3, 12), SOLVERS[solver], **options)
+        sol = eq.solve(f, torch.zeros(3, 12), {**SOLVERS, **KRYLOV}[solver], **options)
         assert sol.z.dtype == torch.float32
         return points, autocast
 
@@ -133,14 +134,13 @@ def test_anderson_never_nan_on_singular_history(f, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("solver", [*SOLVERS, *KRYLOV])
 def test_no_fixed_point_is_never_reported_as_converged(solver, dtype):
     """z + 1 has no fixed point: its residual differences are round-off, and taking them for
     information jumps to where z + 1 rounds to z and the residual reads 0."""
     z0 = torch.randn(4, 6, dtype=dtype)
-    sol = eq.solve(
-        lambda z: z + 1.0, z0, SOLVERS[solver], tol=1e-6, max_iter=20, on_failure="ignore"
-    )
+    solver = {**SOLVERS, **KRYLOV}[solver]
+    sol = eq.solve(lambda z: z + 1.0, z0, solver, tol=1e-6, max_iter=20, on_failure="ignore")
     assert sol.status != eq.Status.CONVERGED and not sol.converged.any()
     assert sol.abs_trace.min() > 0.99 * 6**0.5  # every iterate's residual is |1| = sqrt(6)
 
