@@ -16,7 +16,12 @@ SOLVERS = {
     "broyden": eq.Broyden(),
     "broyden-linesearch": eq.Broyden(line_search=True),
 }
-KRYLOV = {"newton": eq.Newton(), "gmres": eq.GMRES()}  # gmres: for affine maps only
+KRYLOV = {  # gmres: for affine maps only
+    "newton": eq.Newton(),
+    "newton-difference": eq.Newton(jvp="difference"),
+    "gmres": eq.GMRES(),
+    "gmres-short": eq.GMRES(restart=3),
+}
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 ANSWER_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
@@ -270,6 +275,24 @@ def test_broyden_line_search_counts_its_evaluations():
     )
     assert sol.nfe == calls
     assert sol.nfe <= 60
+
+
+@pytest.mark.parametrize("problem", ["affine", "tanh"])
+@pytest.mark.parametrize("solver", [*SOLVERS, *KRYLOV])
+def test_budget_is_never_exceeded_and_every_call_counts(solver, problem):
+    """NFE is every call of f (Jacobian-vector products included) and never above max_iter."""
+    p = PROBLEMS[problem](torch.float64)
+    for max_iter in range(1, 16):
+        calls: list[int] = []
+
+        def counted(z, calls=calls):
+            calls.append(1)
+            return p.f(z)
+
+        options = dict(tol=0.0, max_iter=max_iter, patience=None, on_failure="ignore")
+        sol = eq.solve(counted, p.z0, {**SOLVERS, **KRYLOV}[solver], **options)
+        assert sol.nfe == len(calls) <= max_iter, max_iter
+    assert sol.nfe == 15  # the budget is used up, not left over
 
 
 def test_best_iterate_is_returned_per_sample():
