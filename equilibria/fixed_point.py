@@ -123,6 +123,7 @@ def find_fixed_point(
         patience=settings.patience,
         divergence_ratio=settings.divergence_ratio,
         describe_nonfinite=locate,
+        splitting=getattr(f, "splitting", None),  # monotone cells' maps carry one
     )
     residual = result.rel_residual if settings.stop_mode == "rel" else result.abs_residual
     solution = Solution(

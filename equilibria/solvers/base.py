@@ -32,13 +32,16 @@ class EvaluationBudget:
     """Wraps f so that every evaluation is counted; solvers read `remaining` before extra calls.
 
     A Jacobian-vector product (`jvp`) evaluates f once, on dual numbers, and counts as one
-    evaluation.
+    evaluation. `splitting` is the monotone splitting f carries (its `.splitting` attribute,
+    see `equilibria.monotone`), or None; each application of its linear operator or resolvent
+    goes through `counted`.
     """
 
-    def __init__(self, fn: FlatMap, limit: int) -> None:
+    def __init__(self, fn: FlatMap, limit: int, splitting: Any = None) -> None:
         self.fn = fn
         self.limit = limit
         self.count = 0
+        self.splitting = splitting
         self._stop: tuple[torch.Tensor, float, str] | None = None
 
     @property
@@ -64,6 +67,12 @@ class EvaluationBudget:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.count += 1
         return self.fn(z)
+
+    def counted(self, operation: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """operation(*args), counted as one evaluation (a splitting's linear operator or
+        resolvent: each costs about as much as one evaluation of f)."""
+        self.count += 1
+        return operation(*args)
 
     def jvp(self, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """J_f(z) v by forward-mode automatic differentiation, counted as one evaluation."""
@@ -120,6 +129,8 @@ class Solver(ABC):
     # True for solvers that assume f is affine (GMRES): they are meant for linear equations
     # such as the implicit backward's adjoint, not for nonlinear forward solves
     affine_only: ClassVar[bool] = False
+    # True for solvers that need the map's monotone splitting (EvaluationBudget.splitting)
+    needs_splitting: ClassVar[bool] = False
 
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> Any:
         """Working state before the first step (history buffers and the like)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -52,6 +53,7 @@ def iterate(
     patience: int | None,
     divergence_ratio: float,
     describe_nonfinite: Callable[[torch.Tensor], str] | None = None,
+    splitting: Any = None,
 ) -> LoopResult:
     """Run `solver` on z = fn(z) from `z0` (a `(batch, features)` matrix).
 
@@ -63,9 +65,10 @@ def iterate(
     not converge diverged; MAX_ITER after `max_iter` evaluations; STAGNATED when no active
     sample improved for `patience` iterations. Raises NonFiniteError when fn returns NaN/inf
     for a sample while every sample still being solved is at a finite point.
-    `describe_nonfinite(flat)` turns a bad matrix into a "where" string for the message.
+    `describe_nonfinite(flat)` turns a bad matrix into a "where" string for the message;
+    `splitting` (fn's monotone splitting, or None) is handed to the solver with the budget.
     """
-    f = EvaluationBudget(fn, max_iter)
+    f = EvaluationBudget(fn, max_iter, splitting)
     z = z0
     fz = f(z)
     g, abs_res, rel_res = _residuals(z, fz)
