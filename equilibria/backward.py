@@ -141,6 +141,7 @@ class Implicit(Backward):
         if not fz.requires_grad:  # nothing upstream needs a gradient
             return fz
         settings = self.settings_for(forward)
+        splitting = getattr(f, "splitting", None)
 
         def adjoint(grad: torch.Tensor | None) -> torch.Tensor | None:
             if grad is None:  # an undefined gradient stays undefined
@@ -155,6 +156,9 @@ class Implicit(Backward):
             def vjp_plus_grad(y: torch.Tensor) -> torch.Tensor:
                 (vjp,) = torch.autograd.grad(fz, z, y, retain_graph=True)
                 return vjp + grad
+
+            if splitting is not None:  # a monotone cell's: the adjoint has a splitting too
+                vjp_plus_grad.splitting = splitting.adjoint(fz, grad)  # type: ignore[attr-defined]
 
             solution = find_fixed_point(
                 vjp_plus_grad, grad, settings, what="the backward (adjoint) equation"

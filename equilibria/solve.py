@@ -119,6 +119,8 @@ def solve_differentiably(
         def through(flat: torch.Tensor) -> torch.Tensor:
             return layout.flatten(f(layout.unflatten(flat)))
 
+        through.splitting = getattr(f, "splitting", None)  # type: ignore[attr-defined]
+
     z_star = layout.flatten(solution.z)
     defaults = settings if backward_defaults is None else backward_defaults
     out = backward.attach(through, z_star, defaults, solution.record_backward)

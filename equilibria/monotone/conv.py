@@ -67,9 +67,9 @@ class MonotoneConvCell(MonotoneCell):
     with it attached.
 
     Gradients: the adjoint's J = D W can have spectral radius above 1, where the damped
-    fixed-point iteration (Implicit's default) diverges; use
-    `eq.Implicit("peaceman_rachford")` (needs the forward map's splitting) or
-    `eq.Implicit("gmres")`.
+    fixed-point iteration (Implicit's default) diverges; use `eq.Implicit("gmres")` or
+    `eq.Implicit("peaceman_rachford")` (the adjoint splitting, which converges for every A and
+    B; it needs the forward map's splitting).
 
     Args:
         channels: channels of the state.

@@ -10,12 +10,15 @@ from ..errors import check_choice, reject_unknown_options
 from .anderson import Anderson
 from .base import EvaluationBudget, Solver, Step
 from .broyden import Broyden
+from .forward_backward import ForwardBackward
 from .gmres import GMRES
 from .newton import Newton
+from .peaceman_rachford import PeacemanRachford
 from .picard import Picard
 
 SOLVERS: dict[str, type[Solver]] = {
-    cls.name: cls for cls in (Picard, Anderson, Broyden, Newton, GMRES)
+    cls.name: cls
+    for cls in (Picard, Anderson, Broyden, Newton, GMRES, ForwardBackward, PeacemanRachford)
 }
 
 
@@ -58,8 +61,10 @@ __all__ = [
     "Anderson",
     "Broyden",
     "EvaluationBudget",
+    "ForwardBackward",
     "GMRES",
     "Newton",
+    "PeacemanRachford",
     "Picard",
     "Solver",
     "Step",
