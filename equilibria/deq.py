@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .backward import Backward, make_backward
-from .errors import check_positive_int
+from .errors import StateMismatchError, check_nonnegative, check_positive_int
 from .fixed_point import SolveSettings, refuse_vmap
 from .solution import Solution
 from .solve import solve_differentiably
@@ -40,6 +40,9 @@ class DEQStats:
             training loss; a zero tensor on calls that do not compute the penalty.
         jacobian_frobenius_sq: the (detached) batch-mean estimate of ||J_f(z*)||_F^2 / dim on
             calls that compute it, else None.
+        initializer_loss: weight * mean squared distance between the jointly trained
+            initializer's guess and the (detached) fixed point, differentiable w.r.t. the
+            initializer; on training calls of a DEQ with `initializer=`, else None.
         correction: states along the solve with loss weights (with `correction=` in training).
         pretraining: whether the call ran the unrolled pretraining network instead of a solve.
     """
@@ -51,6 +54,7 @@ class DEQStats:
     jacobian_frobenius_sq: torch.Tensor | None = None
     correction: CorrectionStates | None = None
     pretraining: bool = False
+    initializer_loss: torch.Tensor | None = None
 
     @property
     def forward_nfe(self) -> int:
@@ -69,6 +73,13 @@ class DEQStats:
         return self.forward.rel_residual
 
     @property
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The losses this call asks to add to the training loss (Jacobian penalty, initializer
+        fit), summed; None when there are none."""
+        terms = [t for t in (self.jacobian_loss, self.initializer_loss) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    @property
     def backward(self) -> Solution | None:
         return self.forward.backward
 
@@ -83,6 +94,13 @@ class DEQStats:
         ).mean()
         self.jacobian_loss = penalty.gamma * estimate
         self.jacobian_frobenius_sq = estimate.detach()
+
+
+def _detached(state: State) -> State:
+    """`state` cut from autograd (each part of a tuple or list)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(part.detach() for part in state)
 
 
 def _setting(value: Any, kind: type, name: str, example: str) -> Any:
@@ -118,6 +136,11 @@ class DEQ(nn.Module):
         pretrain: an `eq.Pretrain(depth, steps)`: the first `steps` training calls run the cell
             `depth` times as an unrolled network (see `pretraining`, `end_pretraining`).
         iteration_jitter: training calls draw their cap from [max_iter - jitter, max_iter].
+        initializer: a small network h(x) whose output (the state's structure) starts every
+            solve without a z0, trained jointly with the model: training calls put
+            `initializer_weight * mean((h(x) - z*.detach())^2)` on `stats.initializer_loss`,
+            so each solve starts nearer its answer as training goes on.
+        initializer_weight: the weight of that loss (> 0).
 
     Example:
         >>> cell = eq.testing.TanhCell(8)              # doctest: +SKIP
@@ -145,6 +168,8 @@ class DEQ(nn.Module):
         correction: FixedPointCorrection | None = None,
         pretrain: Pretrain | None = None,
         iteration_jitter: int = 0,
+        initializer: nn.Module | None = None,
+        initializer_weight: float = 1.0,
         **solver_options: Any,
     ) -> None:
         super().__init__()
@@ -177,6 +202,10 @@ class DEQ(nn.Module):
         if pretrain is not None:  # a buffer, so that checkpoints resume the schedule
             self.register_buffer("pretrain_remaining", torch.tensor(pretrain.steps))
         self.iteration_jitter = check_positive_int("iteration_jitter", iteration_jitter, minimum=0)
+        self.initializer = _setting(initializer, nn.Module, "initializer", "nn.Module h(x)")
+        if check_nonnegative("initializer_weight", initializer_weight) <= 0:
+            raise ValueError(f"initializer_weight must be > 0, got {initializer_weight!r}")
+        self.initializer_weight = float(initializer_weight)
         if iteration_jitter and iteration_jitter >= max_iter:
             raise ValueError(
                 f"iteration_jitter must be smaller than max_iter ({max_iter}), got "
@@ -203,12 +232,17 @@ class DEQ(nn.Module):
         """The start of the solve when no z0 is given.
 
         A learned initial guess when `solver` has one (`solver.initial_state(x)`, as a trained
-        `eq.NeuralSolver` does), else `cell.init_state(x)` when the cell defines it, else zeros
-        like `x`.
+        `eq.NeuralSolver` does), else the jointly trained `initializer(x)` when the layer has
+        one, else `cell.init_state(x)` when the cell defines it, else zeros like `x`.
         """
         learned = getattr(solver, "initial_state", None)
         if callable(learned):
             return learned(x)
+        if self.initializer is not None:
+            return _detached(self._initial_guess(x))
+        return self._default_state(x)
+
+    def _default_state(self, x: Any) -> State:
         init = getattr(self.cell, "init_state", None)
         if callable(init):
             return init(x)
@@ -218,6 +252,19 @@ class DEQ(nn.Module):
                 "unknown: pass z0 or define init_state(x) on the cell"
             )
         return torch.zeros_like(x)
+
+    def _initial_guess(self, x: Any) -> State:
+        """The initializer's output, checked against the structure of the default state."""
+        guess = self.initializer(x)
+        expected = StateLayout.of(self._default_state(x), "the state")
+        try:
+            expected.check_same(guess, "the initializer's output")
+        except StateMismatchError as error:
+            raise StateMismatchError(
+                f"{error} (the initializer must return the state's structure, as the cell's "
+                "init_state(x) or zeros like x have it)"
+            ) from None
+        return guess
 
     def forward(
         self,
@@ -239,14 +286,20 @@ class DEQ(nn.Module):
         settings = self.settings.updated(
             solver=solver, tol=tol, max_iter=max_iter, on_failure=on_failure
         )
+        guess = None
+        if z0 is None and self._fits_initializer(settings.solver):
+            guess = self._initial_guess(x)  # with its graph: the fit loss trains it
+            z0 = _detached(guess)
         z0 = self.initial_state(x, settings.solver) if z0 is None else z0
         # normalized weights are computed once and dropout masks drawn once for the whole call
         with parametrizations_cached(self.cell), masks_held(self.cell):
             if self.pretraining:
                 return self._unrolled(x, z0, settings)
-            return self._equilibrium(x, z0, settings, jitter=max_iter is None)
+            return self._equilibrium(x, z0, settings, jitter=max_iter is None, guess=guess)
 
-    def _equilibrium(self, x: Any, z0: State, settings: SolveSettings, jitter: bool) -> State:
+    def _equilibrium(
+        self, x: Any, z0: State, settings: SolveSettings, jitter: bool, guess: State | None
+    ) -> State:
         """Solve for z*, then return f(z*) wired for this layer's backward strategy."""
         layout = StateLayout.of(z0, "z0")
         cell_of, flat_cell = self._cell_maps(x, layout)
@@ -270,6 +323,9 @@ class DEQ(nn.Module):
         )
         if probe is not None:
             stats.record_jacobian(self.jacobian_penalty, probe)
+        if guess is not None:
+            fit = layout.flatten(guess) - layout.flatten(solution.z).detach()
+            stats.initializer_loss = self.initializer_weight * fit.square().mean()
         if trajectory is not None:
             stats.correction = trajectory.corrections(self.correction, flat_cell, settings, out)
         return out
@@ -284,6 +340,16 @@ class DEQ(nn.Module):
             return layout.flatten(self.cell(layout.unflatten(flat), x))
 
         return cell_of, flat_cell
+
+    def _fits_initializer(self, solver: Solver) -> bool:
+        """Whether this call trains the initializer: a training call with autograd, starting
+        from the initializer's guess (not from a learned solver's own)."""
+        return (
+            self.initializer is not None
+            and self.training
+            and torch.is_grad_enabled()
+            and not callable(getattr(solver, "initial_state", None))
+        )
 
     def _penalty_drawn(self) -> bool:
         """Whether this training call computes the Jacobian penalty."""

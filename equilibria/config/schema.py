@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..backward import BACKWARDS
+from ..models.initializers import INITS
 from ..solvers import SOLVERS
 from .fields import ConfigError, Section, option
 from .lm import LMConfig
@@ -100,6 +101,12 @@ class DEQConfig(Section):
     iteration_jitter: int = option(
         0, "training caps drawn from [max_iter - jitter, max_iter]", minimum=0
     )
+    init: str = option(
+        "zeros",
+        "start of each solve: zeros, or joint (a small network trained with the model guesses it)",
+        choices=INITS,
+    )
+    init_weight: float = option(1.0, "joint only: weight of the initializer's fit loss", above=0.0)
 
     def check(self) -> None:
         if self.iteration_jitter and self.iteration_jitter >= self.max_iter:

@@ -39,6 +39,8 @@ def deq_options(config: Config) -> dict:
         eval_max_iter=deq.eval_max_iter,
         iteration_jitter=deq.iteration_jitter,
         patience=None,
+        init=deq.init,
+        init_weight=deq.init_weight,
     )
     if deq.jacobian_gamma > 0:
         options["jacobian_penalty"] = JacobianPenalty(gamma=deq.jacobian_gamma, p=deq.jacobian_p)

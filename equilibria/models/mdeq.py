@@ -18,6 +18,7 @@ from ..deq import DEQ, DEQStats
 from ..errors import check_positive_int
 from ..stability import weight_norm as apply_weight_norm
 from .blocks import BranchBlock, ClassificationHead, MultiscaleFusion, Stem, branch_sizes
+from .initializers import MultiscaleInitializer, initializer_options
 
 
 class MDEQCell(nn.Module):
@@ -80,6 +81,9 @@ class MDEQ(nn.Module):
         head_channels: width of the classification head.
         head_grid: the head pools its lowest-resolution map to head_grid x head_grid cells.
         stem_stride: stride of the stem's first convolution (2 halves the solved resolution).
+        init: "zeros" (every solve starts at zero) or "joint" (a `MultiscaleInitializer`
+            trained with the model guesses the start; see `eq.DEQ(initializer=)`).
+        init_weight: the weight of the initializer's fit loss.
         solver, tol, max_iter, **deq_options: settings of the `eq.DEQ` layer (backward,
             eval_max_iter, jacobian_penalty, pretrain, ...). A solve that misses its tolerance
             is normal here (training runs at a small cap), so `on_failure` defaults to "ignore";
@@ -104,6 +108,8 @@ class MDEQ(nn.Module):
         head_channels: int = 64,
         head_grid: int = 4,
         stem_stride: int = 1,
+        init: str = "zeros",
+        init_weight: float = 1.0,
         solver: str = "anderson",
         tol: float = 1e-3,
         max_iter: int = 8,
@@ -125,6 +131,9 @@ class MDEQ(nn.Module):
         if weight_norm:
             apply_weight_norm(self.cell)
         deq_options.setdefault("on_failure", "ignore")
+        deq_options.update(
+            initializer_options(init, init_weight, lambda: MultiscaleInitializer(channels, groups))
+        )
         self.deq = DEQ(self.cell, solver, tol=tol, max_iter=max_iter, **deq_options)
         self.head = ClassificationHead(channels, head_channels, classes, groups, head_grid)
 

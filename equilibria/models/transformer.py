@@ -20,6 +20,7 @@ from ..errors import check_choice, check_positive_int
 from ..stability import VariationalDropout1d, parametrizations_cached
 from ..stability import weight_norm as apply_weight_norm
 from .attention import CausalSelfAttention
+from .initializers import SequenceInitializer, initializer_options
 
 NORMS = ("post", "pre")
 
@@ -156,6 +157,9 @@ class DEQTransformer(_LanguageModel):
         weight_norm: weight-normalize the block's linear layers (computed once per solve).
         memory: positions of past equilibria a training segment may attend to (0: none); see
             `run` and `extend_memory`.
+        init: "zeros" or "joint" (a `SequenceInitializer` trained with the model guesses the
+            start of each solve without a warm start; see `eq.DEQ(initializer=)`).
+        init_weight: the weight of the initializer's fit loss.
         solver, tol, max_iter, **deq_options: settings of the `eq.DEQ` layer (backward,
             jacobian_penalty, eval_max_iter, ...). `on_failure` defaults to "ignore": training
             runs at a small cap on purpose, and `model.stats` tells how far each solve got.
@@ -176,6 +180,8 @@ class DEQTransformer(_LanguageModel):
         dropout: float = 0.0,
         weight_norm: bool = True,
         memory: int = 0,
+        init: str = "zeros",
+        init_weight: float = 1.0,
         solver: str = "anderson",
         tol: float = 1e-3,
         max_iter: int = 12,
@@ -188,6 +194,9 @@ class DEQTransformer(_LanguageModel):
             apply_weight_norm(block)
         self.cell = SequenceCell(block)
         deq_options.setdefault("on_failure", "ignore")
+        deq_options.update(
+            initializer_options(init, init_weight, lambda: SequenceInitializer(width))
+        )
         self.deq = DEQ(self.cell, solver, tol=tol, max_iter=max_iter, **deq_options)
 
     @property

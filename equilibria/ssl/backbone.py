@@ -18,6 +18,7 @@ from torch import nn
 from ..deq import DEQ, DEQStats
 from ..errors import check_positive_int
 from ..models.blocks import BranchBlock, Downsample, Stem
+from ..models.initializers import MultiscaleInitializer, initializer_options
 from ..models.mdeq import MDEQCell
 from ..stability import weight_norm as apply_weight_norm
 from ..state import State
@@ -55,6 +56,8 @@ class DEQBackbone(nn.Module):
         weight_norm: bool = True,
         stem_stride: int = 1,
         grid: int = 1,
+        init: str = "zeros",
+        init_weight: float = 1.0,
         solver: str = "anderson",
         tol: float = 1e-3,
         max_iter: int = 8,
@@ -71,6 +74,9 @@ class DEQBackbone(nn.Module):
         if weight_norm:
             apply_weight_norm(self.cell)
         deq_options.setdefault("on_failure", "ignore")
+        deq_options.update(
+            initializer_options(init, init_weight, lambda: MultiscaleInitializer(channels, groups))
+        )
         self.deq = DEQ(self.cell, solver, tol=tol, max_iter=max_iter, **deq_options)
 
     @property

@@ -22,11 +22,13 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 
 def penalized(loss: torch.Tensor, *solves: DEQStats | None) -> torch.Tensor:
-    """`loss` plus the Jacobian penalty of each solve (None: no solve) that has one."""
+    """`loss` plus the auxiliary losses (Jacobian penalty, initializer fit) of each solve
+    (None: no solve) that has them."""
     total = loss
     for stats in solves:
-        if stats is not None and stats.jacobian_loss is not None:
-            total = total + stats.jacobian_loss.float()
+        extra = stats.auxiliary_loss if stats is not None else None
+        if extra is not None:
+            total = total + extra.float()
     return total
 
 
