@@ -50,10 +50,10 @@ class MonotoneLinearCell(MonotoneCell):
     structure and `equilibrium_map(x)` the map with it attached (for `eq.solve`).
 
     Gradients: the adjoint y = y J + g has J = D W (D = relu'), whose spectral radius can pass
-    1 (1.17 at initialization), so the damped fixed-point iteration (Implicit's default) may
-    diverge. Use `eq.Implicit("gmres")` (fewest evaluations; any invertible system) or
-    `eq.Implicit("peaceman_rachford")` (the adjoint splitting, which converges for every A and
-    B; it needs the forward map's splitting).
+    1 (about 1.17 for a random 32-feature cell), so the damped fixed-point iteration
+    (Implicit's default) may diverge. Use `eq.Implicit("gmres")` (fewest evaluations; any
+    invertible system) or `eq.Implicit("peaceman_rachford")` (the adjoint splitting, which
+    converges for every A and B; it needs the forward map's splitting).
 
     Args:
         features: size of the state z.
