@@ -429,3 +429,12 @@ def test_solve_keeps_the_callers_grad_mode():
     with torch.no_grad():
         sol = eq.solve(lambda z: w * z + 1.0, torch.zeros(1, 1), "picard", tol=1e-8, max_iter=100)
     assert not sol.z.requires_grad
+
+
+def test_an_image_of_exact_zeros_is_no_non_finite_value():
+    """relu(-z - 1) is 0 at every z >= 0: the relative residual ||z|| / ||f(z)|| is infinite
+    there, which must not pass for a non-finite output (the fixed point is 0)."""
+    z0 = torch.full((2, 3), 100.0)  # ||z|| / tiny overflows float32
+    sol = eq.solve(lambda z: torch.relu(-z - 1), z0, "picard", tol=1e-6, max_iter=5)
+    assert sol.status == eq.Status.CONVERGED and torch.equal(sol.z, torch.zeros(2, 3))
+    assert torch.isinf(sol.rel_trace[0]).all()

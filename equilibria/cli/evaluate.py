@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError
+from ..config.schema import DEQ_MODELS
 from ..data import load_data
 from ..errors import check_choice
 from ..extras import require
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     config = _stored_config(path, checkpoint, args)
     solving = solve_options(args)
     arch = config.model.arch
-    check_solve_options(path, f"an explicit {arch}" if arch != "mdeq" else None, solving, args)
+    explicit = f"an explicit {arch}" if arch not in DEQ_MODELS else None
+    check_solve_options(path, explicit, solving, args)
     if config.data.dataset == "digits":
         require("sklearn", "the digits data set")
     if args.out and args.sweep:

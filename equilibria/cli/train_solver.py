@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError
+from ..config.schema import DEQ_MODELS
 from ..data import load_data
 from ..data.text import TextData
 from ..deq import DEQ
@@ -146,7 +147,7 @@ def _classifier_inputs(
     path: Path, checkpoint: dict, config: Config, args: argparse.Namespace, device: torch.device
 ) -> tuple[torch.nn.Module, list[Any]]:
     """The frozen image model and the DEQ inputs of `args.batches` batches of training images."""
-    if config.model.arch != "mdeq":
+    if config.model.arch not in DEQ_MODELS:
         raise ConfigError(
             f"{path} holds an explicit {config.model.arch}, which runs no solver; train-solver "
             "applies to equilibrium models only"

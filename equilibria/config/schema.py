@@ -12,7 +12,8 @@ from .fields import ConfigError, Section, option
 from .lm import LMConfig
 from .ssl import SSLConfig
 
-MODELS = ("mdeq", "resnet")
+MODELS = ("mdeq", "resnet", "monotone")
+DEQ_MODELS = ("mdeq", "monotone")  # the image models that solve for an equilibrium
 DATASETS = ("digits", "mnist", "mnist-t10k", "cifar10")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -27,7 +28,10 @@ class ModelConfig(Section):
     name: ClassVar[str] = "model"
 
     arch: str = option(
-        "mdeq", "mdeq (the multiscale DEQ) or resnet (an explicit baseline)", choices=MODELS
+        "mdeq",
+        "mdeq (the multiscale DEQ), resnet (an explicit baseline) or monotone (a monotone "
+        "operator DEQ, one resolution of channels[0])",
+        choices=MODELS,
     )
     channels: tuple[int, ...] = option(
         (24, 24), "channels per resolution branch, highest resolution first", minimum=1
@@ -49,6 +53,9 @@ class ModelConfig(Section):
         4, "the head averages its map to a grid of this size (1: global average)", minimum=1
     )
     resnet_blocks: int = option(2, "resnet only: residual blocks per resolution stage", minimum=1)
+    monotone_margin: float = option(
+        0.05, "monotone only: the margin m of W = (1 - m) I - A^T A + B - B^T", above=0.0
+    )
 
     def check(self) -> None:
         bad = sorted({c for c in self.channels if c % self.groups})

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ..backward import Implicit, Phantom, make_backward
+from ..config.fields import ConfigError
 from ..stability import JacobianPenalty, Pretrain
 from .blocks import BranchBlock, ClassificationHead, MultiscaleFusion, Stem, branch_sizes
 from .mdeq import MDEQ, MDEQCell
+from .monotone import MonotoneNet
 from .resnet import ResNet
 from .transformer import DEQTransformer, ExplicitTransformer, TransformerBlock
 
@@ -63,6 +65,8 @@ def build_model(config: Config, shape: tuple[int, int, int], classes: int) -> nn
     )
     if m.arch == "resnet":
         return ResNet(shape[0], classes, blocks=m.resnet_blocks, **common)
+    if m.arch == "monotone":
+        return monotone_model(config, shape, classes)
     return MDEQ(
         shape[0],
         classes,
@@ -73,11 +77,38 @@ def build_model(config: Config, shape: tuple[int, int, int], classes: int) -> nn
     )
 
 
+def monotone_model(config: Config, shape: tuple[int, int, int], classes: int) -> MonotoneNet:
+    """The monotone-operator classifier of a config: one resolution of model.channels[0]
+    channels; the adjoint is solved by Peaceman-Rachford unless deq.backward_solver names
+    another (the damped iteration can diverge on these cells: their J has no norm bound)."""
+    m, deq = config.model, config.deq
+    options = deq_options(config)
+    if options.pop("init") != "zeros":
+        raise ConfigError("deq.init=joint is not available for model.arch=monotone")
+    options.pop("init_weight")
+    if deq.backward == "implicit" and deq.backward_solver is None:
+        options["backward"] = Implicit(
+            "peaceman_rachford", tol=deq.backward_tol, max_iter=deq.backward_max_iter
+        )
+    return MonotoneNet(
+        shape[0],
+        classes,
+        channels=m.channels[0],
+        groups=m.groups,
+        head_channels=m.head_channels,
+        head_grid=m.head_grid,
+        stem_stride=m.stem_stride,
+        m=m.monotone_margin,
+        **options,
+    )
+
+
 __all__ = [
     "MDEQ",
     "BranchBlock",
     "ClassificationHead",
     "MDEQCell",
+    "MonotoneNet",
     "MultiscaleFusion",
     "ResNet",
     "Stem",

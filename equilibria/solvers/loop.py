@@ -86,8 +86,9 @@ def iterate(
     while True:
         converged = best <= tol
         # residuals are norms, so "< inf" is False exactly for NaN and inf (one op, where
-        # isfinite takes four)
-        nonfinite = ~(res < math.inf)
+        # isfinite takes four). The absolute one: a relative residual is also infinite where
+        # f(z) = 0 exactly (a ReLU cell with every unit off), which is no non-finite value
+        nonfinite = ~(abs_res < math.inf)
         newly_nonfinite = nonfinite & ~diverged
         earlier = diverged
         diverged = diverged | nonfinite | (abs_res > divergence_bound)
