@@ -113,8 +113,11 @@ class Case:
 
 
 def nonlinear_solvers() -> list[str]:
-    """The registered solvers meant for nonlinear maps (GMRES assumes an affine one)."""
-    return [name for name, cls in eq.SOLVERS.items() if not getattr(cls, "affine_only", False)]
+    """The registered solvers for any nonlinear map (GMRES assumes an affine one, the splitting
+    solvers a monotone cell)."""
+    return [
+        name for name, cls in eq.SOLVERS.items() if not (cls.affine_only or cls.needs_splitting)
+    ]
 
 
 def _random_like(state: Any, seed: int) -> Any:
