@@ -306,16 +306,21 @@ class DEQ(nn.Module):
         training = self.training and torch.is_grad_enabled()
         trajectory = Trajectory(layout) if training and self.correction else None
         probe = FirstApplication(flat_cell) if training and self._penalty_drawn() else None
-        if probe is not None and hasattr(flat_cell, "splitting"):
-            probe.splitting = flat_cell.splitting  # type: ignore[attr-defined]
+        forward_map = trajectory.recording(cell_of) if trajectory is not None else cell_of
+        through = probe or flat_cell
+        # a cell with a monotone splitting (the cells of `equilibria.monotone`) lends it to the
+        # maps the solves see, wrappers included, for the splitting solvers forward and adjoint
+        splitting = getattr(self.cell, "splitting", None)
+        if callable(splitting):
+            forward_map.splitting = through.splitting = splitting(x)  # type: ignore[union-attr]
         solve_settings = self._solve_settings(settings, jitter)
         solution, out = solve_differentiably(
-            trajectory.recording(cell_of) if trajectory is not None else cell_of,
+            forward_map,
             z0,
             solve_settings,
             self.backward,
             what="the cell",
-            through=probe or flat_cell,
+            through=through,
             backward_defaults=settings,  # the adjoint's cap is never jittered
         )
         stats = self.stats = DEQStats(
@@ -333,12 +338,7 @@ class DEQ(nn.Module):
         return out
 
     def _cell_maps(self, x: Any, layout: StateLayout) -> tuple[Callable[[State], State], FlatMap]:
-        """The cell as a map of states and as a map of flat `(batch, features)` matrices.
-
-        A cell with a monotone splitting (`cell.splitting(x)`, as the cells of
-        `equilibria.monotone` have) lends it to both maps, for the splitting solvers of the
-        forward solve and of the adjoint.
-        """
+        """The cell as a map of states and as a map of flat `(batch, features)` matrices."""
 
         def cell_of(z: State) -> State:
             return self.cell(z, x)
@@ -346,9 +346,6 @@ class DEQ(nn.Module):
         def flat_cell(flat: torch.Tensor) -> torch.Tensor:
             return layout.flatten(self.cell(layout.unflatten(flat), x))
 
-        splitting = getattr(self.cell, "splitting", None)
-        if callable(splitting):
-            cell_of.splitting = flat_cell.splitting = splitting(x)  # type: ignore[attr-defined]
         return cell_of, flat_cell
 
     def _fits_initializer(self, solver: Solver) -> bool:

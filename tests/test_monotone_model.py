@@ -38,3 +38,24 @@ def test_a_splitting_solver_on_an_mdeq_says_what_it_needs():
     model = build_model(Config().override(["deq.solver=peaceman_rachford"]), (1, 8, 8), 10)
     with pytest.raises(eq.UnsupportedError, match="monotone splitting"):
         model(torch.randn(2, 1, 8, 8))
+
+
+def test_the_splitting_reaches_the_solves_through_the_layers_wrappers():
+    """With fixed-point correction (which records the solve) and a Jacobian penalty (which
+    watches the first application), the splitting solvers still find the cell's splitting."""
+    from equilibria.monotone import MonotoneConvCell
+
+    torch.manual_seed(0)
+    deq = eq.DEQ(
+        MonotoneConvCell(4, 2),
+        "peaceman_rachford",
+        tol=1e-4,
+        max_iter=200,
+        backward=eq.Implicit("peaceman_rachford", max_iter=200),
+        correction=eq.FixedPointCorrection(2),
+        jacobian_penalty=eq.JacobianPenalty(gamma=0.1),
+    )
+    z = deq(torch.randn(3, 2, 6, 6))
+    z.sum().backward()
+    assert deq.stats.forward.all_converged and deq.stats.backward.all_converged
+    assert deq.stats.correction is not None and deq.stats.jacobian_loss > 0
