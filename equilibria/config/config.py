@@ -11,7 +11,7 @@ from typing import Any
 
 from .fields import ConfigError, Section, suggest
 from .lm import LMConfig
-from .schema import SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
+from .schema import DEQ_MODELS, SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
 from .ssl import SSLConfig
 
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
@@ -29,6 +29,14 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+
+    def __post_init__(self) -> None:
+        if self.deq.reuse and (self.run.task != "classify" or self.model.arch not in DEQ_MODELS):
+            raise ConfigError(
+                "deq.reuse=true needs run.task=classify and an equilibrium image model "
+                f"(model.arch {' or '.join(DEQ_MODELS)}), not run.task={self.run.task} with "
+                f"model.arch={self.model.arch}"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Config:

@@ -108,14 +108,30 @@ class DEQConfig(Section):
     iteration_jitter: int = option(
         0, "training caps drawn from [max_iter - jitter, max_iter]", minimum=0
     )
+    residual_warning: float = option(
+        1e-2,
+        "warn (epoch line, summary.json) when an epoch's mean training residual is above it "
+        "(0: never)",
+        minimum=0.0,
+    )
     init: str = option(
         "zeros",
         "start of each solve: zeros, or joint (a small network trained with the model guesses it)",
         choices=INITS,
     )
     init_weight: float = option(1.0, "joint only: weight of the initializer's fit loss", above=0.0)
+    reuse: bool = option(
+        False,
+        "start each training example's solve from its fixed point of the previous epoch "
+        "(image models that solve for an equilibrium)",
+    )
 
     def check(self) -> None:
+        if self.reuse and self.init != "zeros":
+            raise ConfigError(
+                f"deq.reuse=true and deq.init={self.init} both choose where training solves "
+                "start; set deq.init=zeros or deq.reuse=false"
+            )
         if self.iteration_jitter and self.iteration_jitter >= self.max_iter:
             raise ConfigError(
                 f"deq.iteration_jitter={self.iteration_jitter} must be smaller than "

@@ -85,7 +85,7 @@ def evaluate(
     """Loss (nats), bits per character and accuracy of next-character prediction on the first
     `characters` of `split` ("val" or "train"; consecutive windows; each window after the first
     `memory` characters attends to the `memory` characters before it), and for a DEQ the mean
-    forward NFE and residual per window.
+    forward NFE, residual and converged fraction per window.
 
     `solve` (solver=, tol=, max_iter=) replaces a DEQ's eval-mode settings in every solve, the
     memory's included.
@@ -99,7 +99,7 @@ def evaluate(
     starts = starts[starts + seq_len < len(tokens)]
     if not len(starts):
         starts = torch.tensor([memory])
-    loss = correct = count = nfe = residual = 0.0
+    loss = correct = count = nfe = residual = converged = 0.0
     for batch in starts.split(batch_size):
         inputs, targets = data.windows(tokens, batch - memory, seq_len + memory)
         inputs, context = with_memory(model, inputs.to(device), memory, **solve)
@@ -115,6 +115,7 @@ def evaluate(
         if stats is not None:
             nfe += stats.forward_nfe * len(batch)
             residual += float(stats.forward.residual.float().sum())
+            converged += float(stats.converged.sum())
     solved = getattr(model, "stats", None) is not None
     windows = len(starts)
     return {
@@ -124,4 +125,5 @@ def evaluate(
         "characters": count,
         "forward_nfe": nfe / windows if solved else None,
         "residual": residual / windows if solved else None,
+        "converged": converged / windows if solved else None,
     }

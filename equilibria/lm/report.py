@@ -9,6 +9,7 @@ from torch import nn
 
 from ..config import Config
 from ..data.text import TextData
+from ..training.equilibrium import equilibrium_summary, plot_residuals
 from ..training.metrics import write_json
 from ..training.plots import plot_nfe, pyplot, save_figure
 from ..training.report import SUMMARY, machine
@@ -19,18 +20,27 @@ SAMPLE = "sample.txt"
 SAMPLE_CHARS = 300
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Bits per character (train and validation) and, for a DEQ, forward / backward NFE."""
+def plot_curves(
+    history: list[dict[str, Any]],
+    path: Path,
+    *,
+    tol: float | None = None,
+    threshold: float | None = None,
+) -> None:
+    """Bits per character (train and validation) and, for a DEQ, forward / backward NFE and the
+    mean residual of the training and validation solves."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
     has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
-    figure, axes = plt.subplots(1, 2 if has_nfe else 1, figsize=(4.4 * (1 + has_nfe), 3.4))
+    columns = 3 if has_nfe else 1
+    figure, axes = plt.subplots(1, columns, figsize=(4.4 * columns, 3.4))
     axes = list(axes) if has_nfe else [axes]
     axes[0].plot(epochs, [r["train_bpc"] for r in history], label="train")
     axes[0].plot(epochs, [r["val_bpc"] for r in history], label="validation")
     axes[0].set(xlabel="epoch", ylabel="bits per character", title="loss")
     if has_nfe:
         plot_nfe(axes[1], history, "val", "validation")
+        plot_residuals(axes[2], history, "val", "validation", tol=tol, threshold=threshold)
     save_figure(plt, figure, axes, path)
 
 
@@ -58,6 +68,8 @@ def finalize(
         "val_characters": final["val_characters"],
         "val_forward_nfe": final.get("val_forward_nfe"),
         "val_residual": final.get("val_residual"),
+        "val_converged": final.get("val_converged"),
+        "equilibrium": equilibrium_summary(history, "val", config.deq.residual_warning),
         "train_bpc": final["train_bpc"],
         "train_mean_forward_nfe": _mean(history, "train_forward_nfe"),
         "train_mean_backward_nfe": _mean(history, "train_backward_nfe"),
@@ -72,7 +84,9 @@ def finalize(
         "vocabulary": len(data.vocab),
         "machine": machine(),
     }
-    plot_curves(history, out / "curves.png")
+    plot_curves(
+        history, out / "curves.png", tol=config.deq.tol, threshold=config.deq.residual_warning
+    )
     write_json(out / SUMMARY, summary)
     return summary
 

@@ -88,16 +88,40 @@ def extract_features(
 ) -> tuple[torch.Tensor, float | None]:
     """The backbone's features of every image of `split` in eval mode (on the CPU), and the
     mean forward NFE per image (None for an explicit backbone)."""
+    features, solves = features_and_solves(backbone, data, split, device, batch_size=batch_size)
+    return features, None if solves is None else solves["forward_nfe"]
+
+
+def features_and_solves(
+    backbone: nn.Module,
+    data: ImageData,
+    split: ImageSplit,
+    device: torch.device,
+    *,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, dict[str, float] | None]:
+    """As `extract_features`, with the mean forward NFE, residual and converged fraction per
+    image of the backbone's solves (None for an explicit backbone)."""
     backbone.eval()
-    chunks, nfe = [], 0.0
+    chunks, sums = [], torch.zeros(3, dtype=torch.float64)
     for start in range(0, len(split), batch_size):
         images = split.images[start : start + batch_size]
         chunks.append(backbone(data.inputs(images, device)).float().cpu())
         stats = getattr(backbone, "stats", None)
         if stats is not None:
-            nfe += stats.forward_nfe * images.shape[0]
-    mean_nfe = nfe / len(split) if getattr(backbone, "stats", None) is not None else None
-    return torch.cat(chunks), mean_nfe
+            solve = stats.forward
+            sums += torch.tensor(
+                [
+                    stats.forward_nfe * images.shape[0],
+                    float(solve.residual.float().sum()),
+                    float(stats.converged.sum()),
+                ],
+                dtype=torch.float64,
+            )
+    if getattr(backbone, "stats", None) is None:
+        return torch.cat(chunks), None
+    nfe, residual, converged = (sums / len(split)).tolist()
+    return torch.cat(chunks), {"forward_nfe": nfe, "residual": residual, "converged": converged}
 
 
 def probe_backbone(
@@ -113,11 +137,13 @@ def probe_backbone(
 
     Returns train and test accuracy, the feature size and the backbone's mean test NFE."""
     train, _ = extract_features(backbone, data, data.train, device, batch_size=batch_size)
-    test, nfe = extract_features(backbone, data, data.test, device, batch_size=batch_size)
+    test, solves = features_and_solves(backbone, data, data.test, device, batch_size=batch_size)
     probe = fit_linear_probe(train, data.train.labels, data.classes, l2=l2, iters=iters)
     return {
         "train_accuracy": probe.accuracy(train, data.train.labels),
         "test_accuracy": probe.accuracy(test, data.test.labels),
         "feature_dim": train.shape[1],
-        "forward_nfe": nfe,
+        "forward_nfe": None if solves is None else solves["forward_nfe"],
+        "test_residual": None if solves is None else solves["residual"],
+        "test_converged": None if solves is None else solves["converged"],
     }

@@ -18,6 +18,7 @@ from ..config import Config, ConfigError
 from ..data import ImageData, load_data
 from ..training.checkpoint import CheckpointError
 from ..training.distributed import Runtime
+from ..training.equilibrium import equilibrium_summary
 from ..training.loop import StepHook
 from ..training.metrics import write_json, write_jsonl
 from ..training.report import SUMMARY, machine
@@ -106,6 +107,8 @@ def finalize(
     probe = trainer.probe()
     history = state.history
     history[-1]["probe_test_accuracy"] = probe["test_accuracy"]
+    history[-1]["probe_test_residual"] = probe["test_residual"]
+    history[-1]["probe_test_converged"] = probe["test_converged"]
     init = state.init_probe
     summary = {
         "probe_test_accuracy": probe["test_accuracy"],
@@ -113,6 +116,9 @@ def finalize(
         "init_probe_test_accuracy": None if init is None else init["test_accuracy"],
         "feature_dim": probe["feature_dim"],
         "probe_forward_nfe": probe["forward_nfe"],
+        "probe_test_residual": probe["test_residual"],
+        "probe_test_converged": probe["test_converged"],
+        "equilibrium": equilibrium_summary(history, "probe_test", config.deq.residual_warning),
         "final_train_loss": history[-1]["train_loss"],
         "final_contrastive_accuracy": history[-1]["train_contrastive_accuracy"],
         "train_first_forward_nfe": _mean(history, "first_forward_nfe"),

@@ -79,16 +79,18 @@ def train_step(
     precision: str = "fp32",
     label_smoothing: float = 0.0,
     grad_clip: float = 0.0,
+    solve: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """One optimizer step on the batch (x, y); returns the sums a `Meter` adds up.
 
     `network` is what runs the forward (the model, or its DistributedDataParallel wrapper);
-    `model` is the model itself, whose `stats` describe the solve of this step.
+    `model` is the model itself, whose `stats` describe the solve of this step; `solve` holds
+    keywords for the model's solve (its start `z0`, say).
     """
     network.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, precision):
-        logits = network(x)
+        logits = network(x, **(solve or {}))
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     stats = getattr(model, "stats", None)
     update(penalized(loss, stats), model, optimizer, scheduler, grad_clip=grad_clip)

@@ -24,6 +24,7 @@ from ..config import Config
 from ..stability.draws import shared_draws
 from .checkpoint import FILENAME, CheckpointError, Progress, save_checkpoint
 from .distributed import Runtime
+from .equilibrium import residual_warning
 from .interrupt import StopRequest
 from .metrics import Meter, write_jsonl
 from .optim import build_optimizer, build_scheduler
@@ -245,6 +246,9 @@ class EpochLoop(Generic[DataT]):
             "epoch_seconds": seconds,
             "train_seconds": progress.train_seconds,
         }
+        warning = residual_warning(record, self.config.deq.residual_warning)
+        if warning is not None:
+            record["warning"] = warning
         self.state.history.append(record)
         self._fresh_meters()
         self.save()
@@ -259,4 +263,6 @@ class EpochLoop(Generic[DataT]):
             *self._epoch_parts(record),
             f"{record['train_seconds']:.1f} s",
         ]
+        if record.get("warning"):
+            parts.append(f"WARNING: {record['warning']}")
         return "  ".join(parts)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..extras import require
+from .equilibrium import plot_residuals
 
 
 def pyplot() -> Any:
@@ -36,12 +37,19 @@ def save_figure(plt: Any, figure: Any, axes: Sequence[Any], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Loss, accuracy and forward NFE per epoch."""
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]],
+    path: Path,
+    *,
+    tol: float | None = None,
+    threshold: float | None = None,
+) -> None:
+    """Loss, accuracy, and for an equilibrium model forward NFE and the mean residual of the
+    training and test solves (with the tolerance `tol` and the warning `threshold`) per epoch."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
     has_nfe = any(row.get("train_forward_nfe") is not None for row in history)
-    columns = 3 if has_nfe else 2
+    columns = 4 if has_nfe else 2
     figure, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.4))
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
     axes[0].plot(epochs, [r["test_loss"] for r in history], label="test")
@@ -51,6 +59,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> No
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if has_nfe:
         plot_nfe(axes[2], history, "test", "test")
+        plot_residuals(axes[3], history, "test", "test", tol=tol, threshold=threshold)
     save_figure(plt, figure, axes, path)
 
 

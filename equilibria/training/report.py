@@ -14,6 +14,7 @@ from ..config import Config
 from ..data import ImageData
 from .analysis import elastic_sweep, residual_traces
 from .distributed import Runtime
+from .equilibrium import equilibrium_summary
 from .metrics import write_json
 from .plots import plot_accuracy_vs_nfe, plot_residual_traces, plot_training_curves
 
@@ -67,6 +68,7 @@ def finalize(
         "mean_forward_nfe": final.get("test_forward_nfe"),
         "test_residual": final.get("test_residual"),
         "test_converged": final.get("test_converged"),
+        "equilibrium": equilibrium_summary(history, "test", config.deq.residual_warning),
         "train_seconds": train_seconds,
         "epochs": final["epoch"],
         "steps": final["step"],
@@ -84,7 +86,9 @@ def finalize(
         "machine": machine(),
         "elastic": sweep,
     }
-    plot_training_curves(history, out / "curves.png")
+    plot_training_curves(
+        history, out / "curves.png", tol=config.deq.tol, threshold=config.deq.residual_warning
+    )
     if is_deq:
         traces = residual_traces(
             model, data, runtime.device, run.trace_iters, precision=run.precision

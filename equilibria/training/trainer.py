@@ -14,6 +14,7 @@ from .averaging import WeightAverage
 from .checkpoint import CheckpointError, restore_model
 from .engine import evaluate, train_step
 from .loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
+from .reuse import FixedPointStore
 from .sampling import steps_per_epoch, train_batches
 
 __all__ = ["Outcome", "StepHook", "TrainState", "Trainer"]
@@ -38,6 +39,9 @@ class Trainer(EpochLoop[ImageData]):
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
         black = [(0.0 - m) / s for m, s in zip(data.mean, data.std, strict=True)]
         self.fill = torch.tensor(black, device=runtime.device)
+        self.fixed_points = (
+            FixedPointStore(len(data.train), runtime.device) if self.config.deq.reuse else None
+        )
 
     @property
     def tested_model(self) -> nn.Module:
@@ -86,6 +90,9 @@ class Trainer(EpochLoop[ImageData]):
     def _step(self, indices: torch.Tensor) -> dict[str, float]:
         config = self.config
         x, y = self._batch(indices)
+        start = None
+        if self.fixed_points is not None:
+            start = self.fixed_points.start(indices, self.runtime.device)
         sums = train_step(
             self.network,
             self.model,
@@ -96,7 +103,11 @@ class Trainer(EpochLoop[ImageData]):
             precision=config.run.precision,
             label_smoothing=config.optim.label_smoothing,
             grad_clip=config.optim.grad_clip,
+            solve=None if start is None else {"z0": start},
         )
+        stats = getattr(self.model, "stats", None)
+        if self.fixed_points is not None and stats is not None and not stats.pretraining:
+            self.fixed_points.keep(indices, stats.forward.z)
         if self.average is not None:
             self.average.update(self.model)
         return sums
