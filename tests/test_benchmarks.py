@@ -501,3 +501,26 @@ def test_docs_keep_other_parts_and_rewrite_the_readme_summary(tmp_path):
     assert "old text" not in summary and summary.endswith(f"{README_END}\n\n## After\n")
     assert "a target: **met** (x = 2.0)" in summary
     assert "b target: **NOT met** (x = 5.0)" in summary
+
+
+@pytest.mark.slow
+def test_neural_limits_part_on_a_tiny_trained_mdeq(tmp_path):
+    """The bounds study on a tiny MDEQ trained from the command line, as a report section."""
+    from dataclasses import replace
+
+    from tiny_runs import tiny
+
+    from benchmarks.parts import neural_limits
+    from equilibria.cli import main
+
+    pytest.importorskip("sklearn")
+    assert main(["train", "--out", str(tmp_path / "run"), *tiny()]) == 0
+    quick = neural_limits.Settings.quick()
+    model = replace(quick.model, solver_batches=1, batch_size=16, cap=12)
+    settings = replace(quick, model=model, widths=(4,))
+    results = neural_limits.measure(tmp_path / "run" / "checkpoint.pt", settings, log=print)
+    section = neural_limits.render(results)
+    capacity, rules = section.tables
+    assert [r["initializer"] for r in capacity.rows] == ["none (zeros)", "hidden width 4"]
+    assert len(rules.rows) == 6 and all(r["zero_median"] >= 1 for r in rules.rows)
+    assert section.name == "neural-limits" and "Update rules" in section.to_markdown()
