@@ -640,7 +640,9 @@ def run_language_part(config: BenchConfig) -> Section:
     return render(results, config.out)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """`python -m benchmarks.parts.neural`: the part alone, on a given model or one it trains;
+    prints the section and writes `results.json`."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.parts.neural", description=__doc__.splitlines()[0]
     )
