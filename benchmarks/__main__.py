@@ -8,18 +8,13 @@ section generated from the same report.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 from .config import DEVICES, BenchConfig
 from .docs import write_docs
-from .environment import describe, load_average
-from .registry import Part, discover, select
-from .report import Report, Section
+from .registry import discover, select
+from .runner import command_line, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,38 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(selected: list[Part], config: BenchConfig, command: str) -> Report:
-    """Run the parts under `config` and write the report files; returns the report."""
-    torch.set_num_threads(config.threads)
-    config.out.mkdir(parents=True, exist_ok=True)
-    report = Report(environment=describe(config), command=command)
-    for part in selected:
-        missing = part.missing()
-        if missing:
-            section = Section(part.name, part.title)
-            section.notes.append(f"Skipped: needs {', '.join(missing)}, not importable here.")
-        else:
-            started = time.perf_counter()
-            print(f"[benchmarks] {part.name} ...", file=sys.stderr, flush=True)
-            section = part.run(config)
-            section.settings["wall time"] = f"{time.perf_counter() - started:.0f} s"
-        report.sections.append(section)
-        write(report, config.out)  # after every part, so a run cut short keeps what it did
-    report.environment["load average at end (1, 5, 15 min)"] = load_average()
-    write(report, config.out)
-    return report
-
-
-def write(report: Report, out: Path) -> None:
-    (out / "report.md").write_text(report.to_markdown())
-    (out / "report.json").write_text(report.to_json())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        for part in discover().values():
-            print(f"{part.name:12s} {part.title}")
+        parts = discover()
+        width = max(map(len, parts))
+        for part in parts.values():
+            print(f"{part.name:{width}s}  {part.title}")
         return 0
     try:  # user mistakes (unknown part, no CUDA, bad thread count) end with one clear line
         config = BenchConfig(
@@ -94,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    argv_text = sys.argv[1:] if argv is None else argv
-    command = f"python -m benchmarks {shlex.join(argv_text)}".strip()
-    report = run(selected, config, command)
+    report = run(selected, config, command_line("python -m benchmarks", argv))
     if args.docs:
         write_docs(report, config.out, args.docs, Path("README.md"))
     print(f"report written to {config.out / 'report.md'}")

@@ -1,11 +1,16 @@
 """The benchmark suite: each part at a tiny size, its numbers checked against independent counts."""
 
+import ast
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import benchmarks
 import equilibria as eq
 from benchmarks import __main__ as cli
 from benchmarks import peer, registry
@@ -15,6 +20,7 @@ from benchmarks.meters import SavedTensorBytes, peak_tensor_bytes
 from benchmarks.parts import gradients, memory, overhead, solvers
 from benchmarks.problems import CountingCell, conv, mdeq, slow_tanh
 from benchmarks.report import Check, Column, Report, Section, Table, format_value
+from benchmarks.solver_sets import classical_solvers, nonlinear_solvers
 from benchmarks.timing import interleaved
 
 TINY_TANH = dict(features=16, batch=4)
@@ -72,6 +78,130 @@ def test_clock_is_thread_cpu_time_only_for_one_cpu_thread(tmp_path):
     assert BenchConfig(threads=1, out=tmp_path).clock_name == "cpu"
     assert BenchConfig(threads=2, out=tmp_path).clock_name == "wall"
     assert BenchConfig(threads=1, wall_clock=True, out=tmp_path).clock_name == "wall"
+
+
+# ---------------------------------------------------------------- the suite's layout
+
+PACKAGE = Path(benchmarks.__file__).parent
+PARTS_PACKAGE = PACKAGE / "parts"
+
+
+def benchmark_modules() -> dict[str, Path]:
+    """Every module of the benchmarks package by dotted name (packages by their __init__)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The benchmarks modules `name` imports anywhere in its file, lazy imports included."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+            if not node.level:
+                module = node.module or ""
+            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        else:
+            continue
+        # a package's own __init__ runs on the way to its modules; it imports nothing here
+        found |= {t for t in targets if t in known and t not in ("benchmarks", name)}
+    return found
+
+
+def test_every_parts_module_registers_a_part_and_the_list_shows_each(capsys):
+    parts = registry.discover()
+    modules = {p.name for p in PARTS_PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    registering = {Path(sys.modules[p.run.__module__].__file__).name for p in parts.values()}
+    assert modules <= registering  # a file under parts/ holds at least one registered part
+    assert cli.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(parts)
+    for line, part in zip(lines, parts.values(), strict=True):
+        assert line.split()[0] == part.name and line.endswith(part.title)
+
+
+def test_support_modules_measure_nothing_and_parts_stay_in_parts():
+    known = set(benchmark_modules())
+    for name, path in benchmark_modules().items():
+        if name.startswith("benchmarks.parts") or name in ("benchmarks.registry",):
+            continue
+        source = path.read_text()
+        assert "register(" not in source, f"{name} registers a part outside benchmarks/parts"
+        into_parts = {m for m in imports_of(name, path, known) if m.startswith("benchmarks.parts")}
+        assert not into_parts, f"support module {name} imports parts {into_parts}"
+
+
+def test_no_import_cycles_among_benchmark_modules_lazy_imports_included():
+    modules = benchmark_modules()
+    graph = {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
+    visiting, done = [], set()
+
+    def visit(name: str) -> None:
+        if name in visiting:
+            raise AssertionError(f"import cycle: {' -> '.join(visiting[visiting.index(name) :])}")
+        if name in done:
+            return
+        visiting.append(name)
+        for imported in sorted(graph[name]):
+            visit(imported)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+    assert "benchmarks.parts.neural" in graph["benchmarks.parts.neural_limits"]  # the graph sees
+
+
+def test_every_benchmark_module_imports_in_a_fresh_interpreter():
+    names = [n for n in benchmark_modules() if not n.endswith("__main__")]
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *names], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("module", ["mdeq", "lm", "neural", "neural_limits"])
+def test_parts_with_their_own_options_run_as_modules(module):
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.parts.{module}", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m benchmarks.parts.{module}")
+
+
+def test_solver_lists_come_from_the_solver_registry(monkeypatch):
+    assert set(classical_solvers()) <= set(nonlinear_solvers()) <= set(eq.SOLVERS)
+    assert classical_solvers() == ("picard", "anderson", "broyden")
+    assert [v.solver for v in solvers.DEFAULT_VARIANTS] == list(classical_solvers())
+    assert overhead.Settings(problems=()).solvers == classical_solvers()
+
+    class Halley(eq.Picard):
+        name = "halley"
+
+    monkeypatch.setitem(eq.SOLVERS, "halley", Halley)
+    assert "halley" in nonlinear_solvers()  # a new solver joins the comparisons by itself
+
+
+def test_no_benchmark_module_spells_out_a_list_of_solver_names():
+    names = set(eq.SOLVERS)
+    for name, path in benchmark_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) > 1:
+                values = [getattr(e, "value", None) for e in node.elts]
+                assert not all(v in names for v in values), f"{name}:{node.lineno} lists solvers"
 
 
 # ---------------------------------------------------------------- timing, meters, report
@@ -371,3 +501,26 @@ def test_docs_keep_other_parts_and_rewrite_the_readme_summary(tmp_path):
     assert "old text" not in summary and summary.endswith(f"{README_END}\n\n## After\n")
     assert "a target: **met** (x = 2.0)" in summary
     assert "b target: **NOT met** (x = 5.0)" in summary
+
+
+@pytest.mark.slow
+def test_neural_limits_part_on_a_tiny_trained_mdeq(tmp_path):
+    """The bounds study on a tiny MDEQ trained from the command line, as a report section."""
+    from dataclasses import replace
+
+    from tiny_runs import tiny
+
+    from benchmarks.parts import neural_limits
+    from equilibria.cli import main
+
+    pytest.importorskip("sklearn")
+    assert main(["train", "--out", str(tmp_path / "run"), *tiny()]) == 0
+    quick = neural_limits.Settings.quick()
+    model = replace(quick.model, solver_batches=1, batch_size=16, cap=12)
+    settings = replace(quick, model=model, widths=(4,))
+    results = neural_limits.measure(tmp_path / "run" / "checkpoint.pt", settings, log=print)
+    section = neural_limits.render(results)
+    capacity, rules = section.tables
+    assert [r["initializer"] for r in capacity.rows] == ["none (zeros)", "hidden width 4"]
+    assert len(rules.rows) == 6 and all(r["zero_median"] >= 1 for r in rules.rows)
+    assert section.name == "neural-limits" and "Update rules" in section.to_markdown()

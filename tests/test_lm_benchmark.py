@@ -2,9 +2,9 @@
 
 import pytest
 
-from benchmarks import lm_training, registry
+from benchmarks import datasets, registry
 from benchmarks.config import BenchConfig
-from benchmarks.lm_training import Settings, lm_benchmark
+from benchmarks.parts.lm import Settings, lm_benchmark
 
 TINY = Settings(
     seq_len=16,
@@ -29,7 +29,7 @@ def test_the_part_is_registered():
 
 
 def test_tiny_run_reports_every_model_memory_scan_and_target(tmp_path, monkeypatch):
-    monkeypatch.setattr(lm_training, "SHAKESPEARE", tmp_path / "absent.txt.gz")
+    monkeypatch.setattr(datasets, "SHAKESPEARE", tmp_path / "absent.txt.gz")
     section = lm_benchmark(BenchConfig(quick=True, out=tmp_path), TINY)
     results, scan = section.tables
     assert [r["model"] for r in results.rows] == ["explicit L=3", "DEQ", "DEQ + Jacobian reg."]

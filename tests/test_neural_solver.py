@@ -235,7 +235,7 @@ def test_residual_term_enters_the_loss():
 
 
 def test_benchmark_curves_count_every_evaluation_and_the_first_to_reach_a_target():
-    from benchmarks.neural_solvers import best_residuals, evaluations_to
+    from benchmarks.residuals import best_residuals, evaluations_to
 
     deq = tiny_deq()
     x = batches(1)[0]
@@ -273,8 +273,7 @@ def test_benchmark_pipeline_on_a_tiny_trained_mdeq(tmp_path, capsys):
     """Train a tiny MDEQ from the command line, then run the whole benchmark on it."""
     from tiny_runs import tiny
 
-    from benchmarks.neural_solvers import Settings, run
-    from benchmarks.parts.neural import render
+    from benchmarks.parts.neural import Settings, render, run
     from equilibria.cli import main
 
     pytest.importorskip("sklearn")
@@ -326,8 +325,7 @@ def test_benchmark_pipeline_on_a_tiny_language_model(tmp_path):
 
     from test_lm import TINY_LM
 
-    from benchmarks.neural_solvers import Settings, run
-    from benchmarks.parts.neural import render
+    from benchmarks.parts.neural import Settings, render, run
     from equilibria.cli import main
 
     pytest.importorskip("matplotlib")

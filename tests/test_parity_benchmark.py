@@ -4,16 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.parity import (
+from benchmarks.parts.parity import (
     Data,
     EquilibriumModel,
     RunResult,
     SolveCaps,
     TanhCell,
     Task,
+    checks,
+    mean_and_error,
     run_task,
 )
-from benchmarks.parts.parity import checks, mean_and_error
 
 pytest.importorskip("torchdeq")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BenchConfig
-from ..mdeq_training import MNIST_COMMON, SHARED_MNIST, run_cli
+from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available
 from ..registry import register
 from ..report import Check, Column, Section, Table
+from ..train_runs import TRAINING_MODULES, run_cli
 
-TRAINING_MODULES = ("sklearn", "matplotlib", "tqdm")
 TEST_CAP = ("deq.eval_max_iter=100", "run.sweep=1", "run.progress=false", "run.threads=1")
 MODELS: dict[str, tuple[str, ...]] = {
     "MDEQ": ("model.arch=mdeq",),
@@ -45,9 +45,9 @@ def datasets(config: BenchConfig) -> dict[str, tuple[str, ...]]:
     """The data sets measured, with their settings (MNIST-t10k when its files are present)."""
     epochs = 2 if config.quick else 10
     found = {"digits": (f"optim.epochs={epochs}",)}
-    if not config.quick and (SHARED_MNIST / "mnist-t10k-images-idx3-ubyte.gz").is_file():
+    if not config.quick and mnist_available(SHARED_DATA):
         mnist = [o for o in MNIST_COMMON if not o.startswith(("run.sweep", "run.progress"))]
-        found["MNIST-t10k"] = (*mnist, "optim.epochs=3", f"data.data_dir={SHARED_MNIST}")
+        found["MNIST-t10k"] = (*mnist, "optim.epochs=3", f"data.data_dir={SHARED_DATA}")
     return found
 
 

@@ -26,15 +26,15 @@ import equilibria as eq
 from equilibria.state import describe
 
 from ..config import BenchConfig
-from ..lm_training import SHAKESPEARE
-from ..neural_solvers import Settings as FrozenSettings
-from ..neural_solvers import load_frozen, train_model
+from ..datasets import SHAKESPEARE, text_overrides
+from ..frozen import Sampling, load_frozen
 from ..problems import Problem, mdeq, slow_tanh
 from ..registry import register
 from ..report import Check, Column, Section, Table
+from ..solver_sets import nonlinear_solvers
 from ..timing import Clock, time_once
+from ..train_runs import TRAINING_MODULES, train_model
 
-TRAINING_MODULES = ("sklearn", "matplotlib", "tqdm")
 HEADLINE_CASE = "trained MDEQ"
 HEADLINE_TARGET = 1e-6
 HEADLINE_RATIO = 0.5  # the best of newton / gmres over Anderson's evaluations
@@ -112,14 +112,6 @@ class Case:
     upstream: Any  # the gradient arriving at z*, shaped like the state
 
 
-def nonlinear_solvers() -> list[str]:
-    """The registered solvers for any nonlinear map (GMRES assumes an affine one, the splitting
-    solvers a monotone cell)."""
-    return [
-        name for name, cls in eq.SOLVERS.items() if not (cls.affine_only or cls.needs_splitting)
-    ]
-
-
 def _random_like(state: Any, seed: int) -> Any:
     gen = torch.Generator().manual_seed(seed)
     parts = (state,) if isinstance(state, torch.Tensor) else tuple(state)
@@ -142,8 +134,7 @@ def problem_case(problem: Problem, name: str | None = None) -> Case:
 def trained_case(name: str, path: Path, settings: Settings, seed: int, task: str) -> Case:
     """The DEQ layer of a trained checkpoint on held-out inputs (eval mode)."""
     frozen = load_frozen(
-        path,
-        FrozenSettings(task=task, solver_batches=1, batch_size=settings.batch, test_batches=1),
+        path, Sampling(task=task, train_batches=1, batch_size=settings.batch, test_batches=1)
     )
     deq, x = frozen.deq, frozen.test_inputs[0]
     z0 = deq.initial_state(x)
@@ -270,8 +261,7 @@ def run(config: BenchConfig) -> Section:
     torch.manual_seed(config.seed)
     with tempfile.TemporaryDirectory(prefix="krylov-") as scratch:
         trained_mdeq = train(Path(scratch) / "mdeq", s.digits_overrides)
-        text = (f"lm.text={SHAKESPEARE}",) if SHAKESPEARE.is_file() else ()  # else bundled text
-        lm = train(Path(scratch) / "lm", (*s.lm_overrides, *text))
+        lm = train(Path(scratch) / "lm", (*s.lm_overrides, *text_overrides()))
         cases = [
             problem_case(slow_tanh(256, s.batch, seed=config.seed)),
             trained_case(HEADLINE_CASE, trained_mdeq, s, config.seed, "classify"),

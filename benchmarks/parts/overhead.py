@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from ..config import BenchConfig
 from ..problems import Problem, conv, slow_tanh
 from ..registry import register
 from ..report import Check, Column, Section, Table
+from ..solver_sets import classical_solvers
 from ..timing import Stopwatch, interleaved
 
 RATIO_TARGET = 1.15
@@ -32,7 +33,7 @@ EXPENSIVE_CELL_MS = 1.0  # the ratio target applies to cells costing at least th
 @dataclass(frozen=True)
 class Settings:
     problems: tuple[Callable[[], Problem], ...]
-    solvers: tuple[str, ...] = ("picard", "anderson", "broyden")
+    solvers: tuple[str, ...] = field(default_factory=classical_solvers)
     tol: float = 1e-5
     stop_mode: str = "rel"
     max_iter: int = 200

@@ -1,26 +1,499 @@
-"""Training parity with TorchDEQ on users' cells (see `benchmarks.parity` for what is trained)."""
+"""Training parity on users' cells: the same model trained by equilibria and by TorchDEQ 0.1.0.
+
+Two parts: `parity` (metric, training time and NFE of both) and `parity-spectrum` (the cell's
+spectrum as training goes on). Each task is a cell a user might bring (none of them tuned for
+equilibria), an encoder that turns the input into the cell's injection, a decoder, real data
+and a training recipe. Both libraries get identical initial weights (one model, deep-copied),
+identical batches (one seeded order), the same forward solver (Anderson), tolerance, caps and
+test-time settings; each uses its own implicit backward: `eq.Implicit(max_iter=...)` with its
+default adjoint solver, and TorchDEQ's `ift=True` with Anderson for the adjoint, as
+`benchmarks.peer.make_deq` sets it up.
+
+Evaluations are counted the same way for both (`benchmarks.problems.CountingCell`): forward NFE
+are cell calls made without autograd (the forward solve), backward NFE are gradients flowing into
+a cell output (one per vector-Jacobian product of the adjoint solve) less the final pass through
+f(z*). Training time is thread CPU time.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, partial
 
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+import equilibria as eq
+from equilibria.data.text import TextData
+from equilibria.models import MDEQCell
+from equilibria.models.blocks import branch_sizes
+
+from .. import peer
 from ..config import BenchConfig
-from ..parity import (
-    LIBRARIES,
-    RunResult,
-    SolveCaps,
-    Task,
-    run_task,
-    spectrum_during_training,
-    tasks,
-)
+from ..datasets import corpus
 from ..plots import line_plot
+from ..problems import CountingCell, FlatMDEQCell
 from ..registry import register
 from ..report import Check, Column, Figure, Section, Table
+from ..timing import CLOCKS
 
 TIME_TARGET = 0.75  # equilibria's training time at most this multiple of TorchDEQ's
 TIME_GOAL = 0.6
+
+
+LIBRARIES = ("equilibria", "torchdeq")
+LN2 = math.log(2)
+
+
+# -- the users' cells ------------------------------------------------------------------------
+
+
+class ResidualConvCell(nn.Module):
+    """h = GN(relu(conv1(z))), out = GN(relu(z + GN(x + conv2(h)))), weight-normed convs."""
+
+    def __init__(self, channels: int = 32, groups: int = 8, residual: bool = True) -> None:
+        super().__init__()
+        self.conv1 = weight_norm(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv2 = weight_norm(nn.Conv2d(channels, channels, 3, padding=1))
+        self.norm1, self.norm2, self.norm3 = (nn.GroupNorm(groups, channels) for _ in range(3))
+        self.residual = residual
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(torch.relu(self.conv1(z)))
+        mixed = self.norm2(x + self.conv2(h))
+        return self.norm3(torch.relu(z + mixed if self.residual else mixed))
+
+
+class TanhCell(nn.Module):
+    """z <- tanh(W z + x), PyTorch's default initialization."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.linear(z) + x)
+
+
+class TransformerCell(nn.Module):
+    """PyTorch's own `nn.TransformerEncoderLayer` (post-norm, causal), weight-tied: f = L(z + x)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            width, heads, dim_feedforward=4 * width, dropout=0.0, batch_first=True
+        )
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(z.shape[1])
+        return self.layer(z + x, src_mask=mask, is_causal=True)
+
+
+class EquilibriumModel(nn.Module):
+    """encoder -> equilibrium of `cell` -> decoder, with the solve supplied from outside."""
+
+    def __init__(self, encoder: nn.Module, cell: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.cell, self.decoder = encoder, cell, decoder
+
+    def zeros(self, x: torch.Tensor) -> torch.Tensor:
+        init_state = getattr(self.cell, "init_state", None)
+        return init_state(x) if callable(init_state) else torch.zeros_like(x)
+
+
+class Pool(nn.Module):
+    """Mean over every axis after the channel (or feature) one, then a linear layer."""
+
+    def __init__(self, features: int, classes: int, flat: FlatMDEQCell | None = None) -> None:
+        super().__init__()
+        self.flat = flat
+        self.linear = nn.Linear(features, classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.flat is not None:  # the branches of a flat multiscale state, pooled apart
+            branches = z.split(self.flat.sizes, dim=1)
+            pooled = torch.cat(
+                [
+                    b.view(len(z), *s).mean(dim=(2, 3))
+                    for b, s in zip(branches, self.flat.shapes, strict=True)
+                ],
+                dim=1,
+            )
+        else:
+            pooled = z.mean(dim=tuple(range(2, z.dim()))) if z.dim() > 2 else z
+        return self.linear(pooled)
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One user cell with its data and recipe."""
+
+    name: str
+    description: str
+    metric: str  # "accuracy" (higher is better) or "bits/char" (lower is better)
+    build: Callable[[], EquilibriumModel]
+    data: Callable[[int], Data]
+    epochs: int
+    batch: int = 32
+    lr: float = 2e-3
+
+
+@dataclass
+class Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def digits(seed: int, flat: bool = False) -> Data:
+    """scikit-learn's digits in [0, 1], a stratified 80/20 split drawn with `seed`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    images = images.flatten(1) if flat else images
+    labels = torch.tensor(bunch.target)
+    train, test = train_test_split(
+        range(len(labels)), test_size=0.2, stratify=bunch.target, random_state=seed
+    )
+    return Data(images[train], labels[train], images[test], labels[test])
+
+
+@cache
+def text_corpus() -> tuple[TextData, str]:
+    """The language models' corpus (`benchmarks.datasets.corpus`), read once."""
+    return corpus()
+
+
+def text(seed: int, length: int = 64, train_windows: int = 4800, test_windows: int = 64) -> Data:
+    """Character windows of the corpus: `train_windows` drawn with `seed` from the training
+    split, consecutive validation ones."""
+    data, _ = text_corpus()
+    generator = torch.Generator().manual_seed(seed)
+    starts = data.random_starts(train_windows, length, generator)
+    train = data.windows(data.train, starts, length)
+    test = data.windows(data.val, data.val_starts(length, test_windows * length), length)
+    return Data(*train, *test)
+
+
+def conv_task(name: str, residual: bool, epochs: int) -> Task:
+    def build() -> EquilibriumModel:
+        stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.GroupNorm(8, 32))
+        return EquilibriumModel(stem, ResidualConvCell(residual=residual), Pool(32, 10))
+
+    path = "z + " if residual else ""
+    return Task(
+        name,
+        f"conv cell GN(relu({path}GN(x + conv2(GN(relu(conv1(z))))))), 32 channels, weight "
+        "norm; conv+GN stem, mean-pool + linear head; digits",
+        "accuracy",
+        build,
+        digits,
+        epochs,
+    )
+
+
+def tanh_task(epochs: int) -> Task:
+    def build() -> EquilibriumModel:
+        return EquilibriumModel(nn.Linear(64, 128), TanhCell(128), Pool(128, 10))
+
+    return Task(
+        "mlp-tanh",
+        "z = tanh(W z + x), 128 features; linear encoder and head; flattened digits",
+        "accuracy",
+        build,
+        lambda seed: digits(seed, flat=True),
+        epochs,
+    )
+
+
+def mdeq_task(epochs: int) -> Task:
+    def build() -> EquilibriumModel:
+        channels = (16, 32)
+        sizes = branch_sizes(8, 8, len(channels))
+        shapes = [(c, h, w) for c, (h, w) in zip(channels, sizes, strict=True)]
+        cell = FlatMDEQCell(MDEQCell(channels), shapes)
+        stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16))
+        return EquilibriumModel(stem, cell, Pool(48, 10, flat=cell))
+
+    return Task(
+        "mdeq",
+        "equilibria's MDEQ cell, branches of 16 and 32 channels (8x8, 4x4); conv+GN stem, "
+        "pooled branches + linear head; digits",
+        "accuracy",
+        build,
+        digits,
+        epochs,
+    )
+
+
+def transformer_task(epochs: int, train_windows: int) -> Task:
+    data, name = text_corpus()
+    vocab = len(data.vocab)
+
+    def build() -> EquilibriumModel:
+        width = 64
+        encoder = CharacterEmbedding(vocab, width, length=64)
+        return EquilibriumModel(encoder, TransformerCell(width, heads=4), nn.Linear(width, vocab))
+
+    return Task(
+        "transformer",
+        "nn.TransformerEncoderLayer (post-norm, causal, width 64, 4 heads) weight-tied; "
+        "embedding + learned positions, linear decoder; 64-character windows of " + name,
+        "bits/char",
+        build,
+        lambda seed: text(seed, train_windows=train_windows),
+        epochs,
+        lr=1e-3,
+    )
+
+
+class CharacterEmbedding(nn.Module):
+    def __init__(self, vocab: int, width: int, length: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.randn(length, width) * 0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embed(tokens) + self.position[: tokens.shape[1]]
+
+
+def tasks(quick: bool) -> list[Task]:
+    """The five users' cells; `quick` shortens every recipe to a smoke test."""
+    if quick:
+        return [
+            conv_task("res-conv", True, 1),
+            tanh_task(1),
+            transformer_task(1, train_windows=64),
+        ]
+    return [
+        conv_task("res-conv", True, 15),
+        conv_task("plain-conv", False, 15),
+        tanh_task(15),
+        mdeq_task(10),
+        transformer_task(2, train_windows=4800),
+    ]
+
+
+# -- one training run --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolveCaps:
+    tol: float = 1e-3
+    max_iter: int = 20
+    backward_max_iter: int = 20
+
+
+@dataclass
+class RunResult:
+    metric: float
+    train_seconds: float
+    forward_nfe: float  # mean per training step
+    backward_nfe: float
+    train_residual: float  # mean relative residual of the training solves in the last epoch
+    test_converged: float  # fraction of test samples whose solve reached the tolerance
+
+
+Solve = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
+
+
+def equilibria_solve(
+    model: EquilibriumModel,
+    counter: CountingCell,
+    caps: SolveCaps,
+    adjoint: eq.Solver | None = None,
+) -> Solve:
+    """equilibria's DEQ with its default implicit backward (or the adjoint solver named)."""
+    deq = eq.DEQ(
+        counter,
+        "anderson",
+        tol=caps.tol,
+        max_iter=caps.max_iter,
+        backward=eq.Implicit(adjoint, max_iter=caps.backward_max_iter),
+        on_failure="ignore",
+    )
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z = deq(x, model.zeros(x))
+        return z, deq.stats.rel_residual
+
+    return solve
+
+
+def torchdeq_solve(model: EquilibriumModel, counter: CountingCell, caps: SolveCaps) -> Solve:
+    settings = peer.PeerSettings(
+        "anderson", caps.tol, caps.tol, "rel", caps.max_iter, caps.backward_max_iter
+    )
+    deq = peer.make_deq(settings)
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z, info = peer.forward(deq, lambda z: counter(z, x), model.zeros(x), {})
+        return z, info["rel_lowest"]
+
+    return solve
+
+
+SOLVES = {
+    "equilibria": equilibria_solve,
+    "torchdeq": torchdeq_solve,
+    # ablations of the adjoint's solver, for the spectrum part
+    "equilibria, Anderson adjoint": partial(equilibria_solve, adjoint=eq.Anderson()),
+    "equilibria, adjoint damping 0.5": partial(equilibria_solve, adjoint=eq.Picard(damping=0.5)),
+}
+
+
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Cross-entropy of class scores (batch, classes) or (batch, length, vocab)."""
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.flatten(), reduction=reduction
+    )
+
+
+def train_once(
+    task: Task,
+    library: str,
+    model: EquilibriumModel,
+    data: Data,
+    seed: int,
+    caps: SolveCaps,
+    after_epoch: Callable[[EquilibriumModel, list[float]], None] | None = None,
+) -> RunResult:
+    """Train `model` (already initialized) with `library`'s DEQ and evaluate it.
+
+    `after_epoch(model, residuals)` runs after each epoch (outside the timed steps) with the
+    epoch's training-solve residuals."""
+    counter = CountingCell(model.cell)
+    solve = SOLVES[library](model, counter, caps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=task.lr)
+    order = torch.Generator().manual_seed(seed)
+    clock = CLOCKS["cpu"]
+    seconds, steps, residuals = 0.0, 0, []
+    for _ in range(task.epochs):
+        residuals = []
+        permutation = torch.randperm(len(data.train_y), generator=order)
+        for start in range(0, len(permutation), task.batch):
+            index = permutation[start : start + task.batch]
+            began = clock()
+            model.train()
+            z, residual = solve(model.encoder(data.train_x[index]), True)
+            loss = cross_entropy(model.decoder(z), data.train_y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seconds += clock() - began
+            steps += 1
+            residuals.append(float(residual.mean()))
+        if after_epoch is not None:
+            after_epoch(model, residuals)
+    solve_calls, backward_passes = counter.solve_calls, counter.backward_passes
+    metric, converged = evaluate(task, model, solve, data, caps)
+    trained = steps > 0  # zero epochs evaluate the initial model
+    return RunResult(
+        metric=metric,
+        train_seconds=seconds,
+        forward_nfe=solve_calls / steps if trained else 0.0,
+        # less the final pass through f(z*) of each step
+        backward_nfe=backward_passes / steps - 1 if trained else 0.0,
+        train_residual=statistics.fmean(residuals) if trained else math.nan,
+        test_converged=converged,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    task: Task, model: EquilibriumModel, solve: Solve, data: Data, caps: SolveCaps
+) -> tuple[float, float]:
+    """The test metric and the fraction of test solves below the tolerance."""
+    model.eval()
+    scores, reached = [], []
+    for start in range(0, len(data.test_y), 256):
+        x, y = data.test_x[start : start + 256], data.test_y[start : start + 256]
+        z, residual = solve(model.encoder(x), False)
+        logits = model.decoder(z)
+        if task.metric == "accuracy":
+            scores.append((logits.argmax(-1) == y).float())
+        else:
+            scores.append(cross_entropy(logits, y, reduction="none") / LN2)
+        reached.append((residual <= caps.tol).float())
+    return float(torch.cat(scores).mean()), float(torch.cat(reached).mean())
+
+
+def run_task(task: Task, seeds: list[int], caps: SolveCaps) -> dict[str, list[RunResult]]:
+    """Every seed trained by both libraries from the same weights, interleaved."""
+    results: dict[str, list[RunResult]] = {library: [] for library in LIBRARIES}
+    for seed in seeds:
+        data = task.data(seed)
+        torch.manual_seed(seed)
+        initial = task.build()
+        for library in LIBRARIES:
+            torch.manual_seed(seed)  # the same draws for anything random during training
+            model = copy.deepcopy(initial)
+            results[library].append(train_once(task, library, model, data, seed, caps))
+    return results
+
+
+# -- why: the spectrum of the cell's Jacobian as training goes on ------------------------------
+
+
+@dataclass
+class SpectrumTrace:
+    """Per epoch: the median and the fraction above 1 of the probe samples' spectral radius of
+    J_f at their training-mode solve's output, and the mean training residual."""
+
+    radius_median: list[float]
+    above_one: list[float]
+    residual: list[float]
+    metric: float
+
+
+def spectrum_during_training(
+    task: Task, seed: int, library: str, caps: SolveCaps, probes: int = 32
+) -> SpectrumTrace:
+    """Train as `run_task` does and measure the spectrum of J_f after every epoch."""
+    data = task.data(seed)
+    torch.manual_seed(seed)
+    model = task.build()
+    probe = data.train_x[:probes]
+    trace = SpectrumTrace([], [], [], math.nan)
+
+    def measure(model: EquilibriumModel, residuals: list[float]) -> None:
+        model.eval()
+        with torch.no_grad():
+            x = model.encoder(probe)
+            solution = eq.solve(
+                lambda z: model.cell(z, x),
+                model.zeros(x),
+                "anderson",
+                tol=caps.tol,
+                max_iter=caps.max_iter,
+                on_failure="ignore",
+            )
+        radius = eq.spectral_radius(lambda z: model.cell(z, x), solution.z, iters=60)
+        trace.radius_median.append(float(radius.median()))
+        trace.above_one.append(float((radius > 1).float().mean()))
+        trace.residual.append(statistics.fmean(residuals))
+
+    torch.manual_seed(seed)
+    trace.metric = train_once(task, library, model, data, seed, caps, measure).metric
+    return trace
+
+
+# ---------------------------------------------------------------------- the parts
 
 
 def mean_and_error(values: list[float]) -> tuple[float, float]:

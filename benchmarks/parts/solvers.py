@@ -24,6 +24,7 @@ from ..meters import peak_tensor_bytes
 from ..problems import CountingCell, Problem, conv, mdeq, slow_tanh
 from ..registry import register
 from ..report import Check, Column, Section, Table
+from ..solver_sets import classical_solvers
 from ..timing import interleaved
 
 GRADIENT_AGREEMENT = 0.9999  # cosine between the two libraries' parameter gradients
@@ -40,13 +41,10 @@ class Variant:
     theirs: dict[str, Any] = field(default_factory=dict)
 
 
-DEFAULT_VARIANTS = (
-    Variant("picard", "picard"),
-    # defaults of both: our m=5 differences span the same 6 iterates as TorchDEQ's m=6
-    Variant("anderson", "anderson"),
-    # defaults of both: ours keeps a bounded number of rank-1 updates, TorchDEQ one per iteration
-    Variant("broyden", "broyden"),
-)
+# every solver both libraries have, at the defaults of both: our Anderson's m=5 differences span
+# the same 6 iterates as TorchDEQ's m=6; our Broyden keeps a bounded number of rank-1 updates,
+# TorchDEQ's one per iteration
+DEFAULT_VARIANTS = tuple(Variant(name, name) for name in classical_solvers())
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""How far a learned solver could go on a trained MDEQ: the bounds behind the neural benchmark.
+"""How far a learned solver could go on a trained MDEQ: the bounds behind the neural part.
 
-The neural benchmark (`benchmarks.neural_solvers`) finds that a learned solver gains a constant
-few evaluations from its initial guess and nothing from its learned update. This script asks
-whether a better learned solver could do more, on held-out test images of the frozen model:
+The neural part finds that a learned solver gains a constant few evaluations from its initial
+guess and nothing from its learned update. This part asks whether a better learned solver could
+do more, on held-out test images of the frozen model:
 
 1. Initializer capacity: initializers of growing size fitted to the fixed points; their
    held-out relative distance to z* and the Anderson NFE to a relative residual from their guess.
@@ -11,7 +11,8 @@ whether a better learned solver could do more, on held-out test images of the fr
    the mean Jacobian of the other inputs (the best input-independent preconditioner of that
    form); plain and inside Anderson, from zero and from the learned initial guess.
 
-    python -m benchmarks.neural_limits --checkpoint RUN/checkpoint.pt [--samples 8]
+    python -m benchmarks neural-limits               # in the suite: trains the model first
+    python -m benchmarks.parts.neural_limits --checkpoint RUN/checkpoint.pt [--samples 8]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,40 @@ from equilibria.neural import NeuralSolver, SolverTraining
 from equilibria.neural.training import fit_initializer, fixed_point_targets, relative_error
 from equilibria.state import StateLayout
 
-from .neural_solvers import Settings, best_residuals, evaluations_to, load_frozen
+from ..config import BenchConfig
+from ..frozen import Frozen, load_frozen
+from ..registry import register
+from ..report import Column, Section, Table
+from ..residuals import best_residuals, evaluations_to
+from ..train_runs import train_model
+from .neural import Settings as ModelSettings
+
+TITLE = "Learned solver: how far a better one could go on the MDEQ (digits)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the part measures.
+
+    Attributes:
+        model: the trained model, the neural part's settings (its training run and recipe).
+        samples: held-out images whose dense Jacobians the update rules use.
+        widths: hidden widths of the initializers fitted.
+        target: the relative residual the NFE are counted to.
+    """
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    samples: int = 8
+    widths: tuple[int, ...] = (0, 8, 16, 32)
+    target: float = 1e-3
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(model=ModelSettings.quick(), samples=2, widths=(0, 8), target=1e-2)
 
 
 def initializer_capacity(
-    frozen: Any, widths: tuple[int, ...], training: SolverTraining, target: float, cap: int
+    frozen: Frozen, widths: tuple[int, ...], training: SolverTraining, target: float, cap: int
 ) -> list[dict[str, Any]]:
     """Per hidden width: parameters, held-out distance to z*, and Anderson NFE from the guess."""
     train_targets = [fixed_point_targets(frozen.deq, x, training) for x in frozen.train_inputs]
@@ -78,7 +109,7 @@ def initializer_capacity(
     return rows
 
 
-def jacobians(frozen: Any, x: torch.Tensor, z_star: torch.Tensor) -> torch.Tensor:
+def jacobians(frozen: Frozen, x: torch.Tensor, z_star: torch.Tensor) -> torch.Tensor:
     """(n, d, d): the Jacobian of the cell at each sample's own fixed point (flat states)."""
     rows = []
     for i in range(len(x)):
@@ -93,7 +124,7 @@ def jacobians(frozen: Any, x: torch.Tensor, z_star: torch.Tensor) -> torch.Tenso
 
 
 def preconditioned_nfe(
-    frozen: Any,
+    frozen: Frozen,
     x: torch.Tensor,
     start: torch.Tensor,
     preconditioner: torch.Tensor | None,
@@ -121,7 +152,7 @@ def preconditioned_nfe(
 
 
 def update_bounds(
-    frozen: Any, samples: int, training: SolverTraining, target: float, cap: int, log: Callable
+    frozen: Frozen, samples: int, training: SolverTraining, target: float, cap: int, log: Callable
 ) -> dict[str, Any]:
     """NFE to `target` for each update rule and start, over `samples` held-out images."""
     x = frozen.test_inputs[0][:samples]
@@ -166,8 +197,105 @@ def update_bounds(
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def measure(checkpoint: Path, s: Settings, log: Callable = print) -> dict[str, Any]:
+    """Both studies on the model of `checkpoint`; the results as a dict."""
+    frozen = load_frozen(checkpoint, s.model.sampling)
+    training, cap = s.model.training, s.model.cap
+    capacity = initializer_capacity(frozen, s.widths, training, s.target, cap)
+    bounds = update_bounds(frozen, s.samples, training, s.target, cap, log)
+    return {
+        "checkpoint": str(checkpoint),
+        "model_parameters": frozen.parameters,
+        "torch": torch.__version__,
+        "target": s.target,
+        "initializer_capacity": capacity,
+        "update_bounds": bounds,
+    }
+
+
+def render(r: dict[str, Any]) -> Section:
+    """The report section for the results of `measure`."""
+    b = r["update_bounds"]
+    section = Section(
+        "neural-limits",
+        TITLE,
+        summary=(
+            "Bounds on what a learned solver could gain on the frozen MDEQ of `equilibria "
+            "train`, on held-out test images: initializers of growing size fitted to the fixed "
+            "points (their distance to z* and the Anderson NFE from their guess), and update "
+            "rules that know more than any small network can: Newton steps preconditioned by "
+            "each input's own exact Jacobian at its fixed point (an oracle) or by the mean "
+            "Jacobian of the other inputs, plain and inside Anderson."
+        ),
+        settings={
+            "model": f"{r['model_parameters']} parameters ({r['checkpoint']})",
+            "target": f"relative residual {r['target']:g}",
+            "Jacobians": (
+                f"{b['samples']} images, {b['state_values']} state values; spectral radius of J "
+                f"at z* {b['spectral_radius'][0]:.2f}-{b['spectral_radius'][1]:.2f}, norm "
+                f"{b['jacobian_norm'][0]:.2f}-{b['jacobian_norm'][1]:.2f}"
+            ),
+            "torch": r["torch"],
+        },
+    )
+    capacity = Table(
+        f"Initializer capacity (held-out; median Anderson NFE to rel {r['target']:g} from the "
+        "guess)",
+        [
+            Column("initializer", "initializer"),
+            Column("parameters", "parameters"),
+            Column("share", "% of the model", ".2f"),
+            Column("distance", "distance to z*", ".3f"),
+            Column("nfe", "NFE", "g"),
+        ],
+    )
+    for row in r["initializer_capacity"]:
+        capacity.add(
+            initializer="none (zeros)" if row["width"] is None else f"hidden width {row['width']}",
+            parameters=row["parameters"],
+            share=100 * row["share"],
+            distance=row["distance"],
+            nfe=row["nfe"],
+        )
+    rules = Table(
+        f"Update rules: NFE to rel {r['target']:g} on {b['samples']} held-out images",
+        [
+            Column("rule", "update rule"),
+            Column("zero_median", "from zero: median", "g"),
+            Column("zero_worst", "from zero: worst", "g"),
+            Column("learned_median", "from the learned initializer: median", "g"),
+            Column("learned_worst", "from the learned initializer: worst", "g"),
+        ],
+    )
+    for row in b["rules"]:
+        zero, learned = row["zero"], row["learned initializer"]
+        rules.add(
+            rule=row["rule"],
+            zero_median=zero["median"],
+            zero_worst=zero["max"],
+            learned_median=learned["median"],
+            learned_worst=learned["max"],
+        )
+    section.tables += [capacity, rules]
+    return section
+
+
+@register("neural-limits", TITLE, order=232, requires=("sklearn", "matplotlib"))
+def run_part(config: BenchConfig) -> Section:
+    if config.device != "cpu":
+        raise ValueError("the neural solver benchmark runs on the CPU only")
+    s = Settings.quick() if config.quick else Settings()
+    out = config.out / "neural-limits"
+    checkpoint = train_model(out / "model", (f"run.seed={config.seed}", *s.model.train_overrides))
+    return render(measure(checkpoint, s, log=lambda text: None))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """`python -m benchmarks.parts.neural_limits --checkpoint RUN/checkpoint.pt`: the bounds on a
+    given model; prints the section and writes `results.json`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.parts.neural_limits", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained MDEQ run")
     parser.add_argument("--out", type=Path, default=Path("results/neural_limits"))
     parser.add_argument("--samples", type=int, default=8, help="images with dense Jacobians")
@@ -176,58 +304,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = Settings()
-    training = settings.training
-    frozen = load_frozen(args.checkpoint, settings)
     widths = tuple(int(w) for w in args.widths.split(","))
-    capacity = initializer_capacity(frozen, widths, training, args.target, settings.cap)
-    bounds = update_bounds(frozen, args.samples, training, args.target, settings.cap, print)
-    results = {
-        "checkpoint": str(args.checkpoint),
-        "model_parameters": frozen.parameters,
-        "torch": torch.__version__,
-        "target": args.target,
-        "initializer_capacity": capacity,
-        "update_bounds": bounds,
-    }
+    s = Settings(samples=args.samples, widths=widths, target=args.target)
+    results = measure(args.checkpoint, s)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(render(results))
+    print(render(results).to_markdown())
     return results
-
-
-def render(r: dict) -> str:
-    """Markdown tables of the results."""
-    lines = [
-        f"Initializer capacity (held-out, median Anderson NFE to rel {r['target']:g} from the "
-        "guess):",
-        "",
-        "| initializer | parameters | % of the model | distance to z* | NFE |",
-        "|---|---|---|---|---|",
-    ]
-    for row in r["initializer_capacity"]:
-        name = "none (zeros)" if row["width"] is None else f"hidden width {row['width']}"
-        lines.append(
-            f"| {name} | {row['parameters']} | {100 * row['share']:.2f} | "
-            f"{row['distance']:.3f} | {row['nfe']:g} |"
-        )
-    b = r["update_bounds"]
-    lines += [
-        "",
-        f"Update rules on {b['samples']} held-out images ({b['state_values']} state values; "
-        f"spectral radius of J at z* {b['spectral_radius'][0]:.2f}-{b['spectral_radius'][1]:.2f}, "
-        f"norm {b['jacobian_norm'][0]:.2f}-{b['jacobian_norm'][1]:.2f}): NFE to rel "
-        f"{r['target']:g}, median / worst:",
-        "",
-        "| update rule | from zero | from the learned initializer |",
-        "|---|---|---|",
-    ]
-    for row in b["rules"]:
-        cells = [
-            f"{row[s]['median']:g} / {row[s]['max']:g}" for s in ("zero", "learned initializer")
-        ]
-        lines.append(f"| {row['rule']} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""`equilibria train` run as a user runs it, in its own process: what the training parts measure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# the optional modules `equilibria train` needs: parts that train name them in `requires`
+TRAINING_MODULES = ("sklearn", "matplotlib", "tqdm")
+
+
+def run_train(out: Path, overrides: list[str] | tuple[str, ...]) -> float:
+    """`python -m equilibria train --out OUT overrides...`; its wall seconds (raises on failure)."""
+    command = [sys.executable, "-m", "equilibria", "train", "--out", str(out), *overrides]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return seconds
+
+
+def run_cli(
+    out: Path, overrides: list[str], threads: int | None = None
+) -> tuple[dict[str, Any], float]:
+    """A training run's summary (`summary.json`) and the wall seconds of the whole command."""
+    if threads:
+        overrides = [*overrides, f"run.threads={threads}"]
+    seconds = run_train(out, overrides)
+    return json.loads((out / "summary.json").read_text()), seconds
+
+
+def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
+    """The checkpoint of a training run without its progress bars."""
+    run_train(out, ("run.progress=false", *overrides))
+    return out / "checkpoint.pt"
