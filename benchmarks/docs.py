@@ -41,7 +41,9 @@ Every performance figure below comes from one command, which runs the benchmark 
 
 The parts are modules in `benchmarks/parts/` that register themselves (`python -m benchmarks
 --list` prints them). Each section below says when and by which command it was last measured:
-`--docs` merges a run of some parts into this report and keeps the others.
+`--docs` merges a run of some parts into this report and keeps the others, and rewrites the
+README's summary and every generated block of the other pages in docs/ from the same JSON
+(`python -m benchmarks.docs --refresh` does that alone).
 
 {parts}
 
