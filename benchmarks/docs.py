@@ -1,16 +1,23 @@
-"""The performance report in the docs and the README's summary, generated from benchmark runs.
+"""The performance report in the docs, the README's summary and the docs' generated blocks, all
+rendered from benchmark runs.
 
     python -m benchmarks.docs [REPORT_DIR] [DOCS_PATH]
+    python -m benchmarks.docs --refresh [DOCS_PATH]
 
-merges REPORT_DIR/report.json (default results/bench) into DOCS_PATH (default
+The first merges REPORT_DIR/report.json (default results/bench) into DOCS_PATH (default
 docs/performance.md) without running anything; `python -m benchmarks --docs PATH` does the same
 at the end of a run. The docs keep every part's latest run: a run of some parts replaces those
 sections and keeps the others (their data lives in DOCS_PATH with the suffix .json). The
-README's block between `README_START` and `README_END` is rewritten with the targets at a glance.
+README's block between `README_START` and `README_END` is rewritten with the targets at a glance,
+and every generated block (see `block_marker`) in the README and in the markdown files beside
+DOCS_PATH is rewritten from the section it names. `--refresh` rewrites the report, the summary
+and the blocks from the committed JSON alone (after adding a block to a page, for instance).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -34,7 +41,9 @@ Every performance figure below comes from one command, which runs the benchmark 
 
 The parts are modules in `benchmarks/parts/` that register themselves (`python -m benchmarks
 --list` prints them). Each section below says when and by which command it was last measured:
-`--docs` merges a run of some parts into this report and keeps the others.
+`--docs` merges a run of some parts into this report and keeps the others, and rewrites the
+README's summary and every generated block of the other pages in docs/ from the same JSON
+(`python -m benchmarks.docs --refresh` does that alone).
 
 {parts}
 
@@ -74,33 +83,130 @@ def glance(report: Report) -> list[str]:
 
 def write_docs(report: Report, out: Path, docs_path: Path, readme: Path | None = None) -> Report:
     """Merge `report` (whose figures are in `out`) into the docs at `docs_path` and rewrite them,
-    and the README's summary block when `readme` has one. Returns the merged report."""
+    the README's summary block when `readme` has one, and every generated block of the README and
+    of the markdown pages beside `docs_path`. Returns the merged report."""
     store = docs_path.with_suffix(".json")
     previous = Report.from_json(store.read_text()) if store.exists() else None
     merged = merge(previous, report)
     docs_path.parent.mkdir(parents=True, exist_ok=True)
     docs_path.write_text(render_docs(merged, out, docs_path))
     store.write_text(merged.to_json())
-    if readme is not None and readme.exists():
-        text = readme.read_text()
-        start, end = text.find(README_START), text.find(README_END)
-        if 0 <= start < end:
-            env = merged.environment
-            link = docs_path.as_posix()
-            threads = env.get("CPU threads (torch)", "?")
-            block = "\n".join(
-                [
-                    README_START,
-                    f"Measured on {env.get('CPU', '?')} ({env.get('machine', '?')}), torch "
-                    f"{env.get('torch', '?')}, {threads} thread(s); every table, setting and "
-                    f"note: [{link}]({link}).",
-                    "",
-                    *glance(merged),
-                    "",
-                ]
-            )
-            readme.write_text(text[:start] + block + text[end:])
+    refresh_pages(merged, docs_path, readme)
     return merged
+
+
+def refresh_pages(report: Report, docs_path: Path, readme: Path | None = None) -> None:
+    """Rewrite the README's summary and the generated blocks of the README and of the pages
+    beside `docs_path` from `report` (files whose text does not change are left untouched)."""
+    pages = [page for page in sorted(docs_path.parent.glob("*.md")) if page != docs_path]
+    if readme is not None and readme.exists():
+        pages.append(readme)
+    for page in pages:
+        text = page.read_text()
+        new = rewrite_blocks(text, report, relative_link(docs_path, page))
+        if page == readme:
+            new = rewrite_readme_summary(new, report, docs_path.as_posix())
+        if new != text:
+            page.write_text(new)
+
+
+def relative_link(docs_path: Path, page: Path) -> str:
+    """The link to `docs_path` as written in `page`."""
+    return Path(os.path.relpath(docs_path.resolve(), page.resolve().parent)).as_posix()
+
+
+def readme_summary(report: Report, link: str) -> str:
+    """The README's summary block, markers included: the machine and one line per target."""
+    env = report.environment
+    threads = env.get("CPU threads (torch)", "?")
+    return "\n".join(
+        [
+            README_START,
+            f"Measured on {env.get('CPU', '?')} ({env.get('machine', '?')}), torch "
+            f"{env.get('torch', '?')}, {threads} thread(s); every table, setting and "
+            f"note: [{link}]({link}).",
+            "",
+            *glance(report),
+            README_END,
+        ]
+    )
+
+
+def rewrite_readme_summary(text: str, report: Report, link: str) -> str:
+    """`text` with its block between `README_START` and `README_END` (if any) rewritten."""
+    start, end = text.find(README_START), text.find(README_END)
+    if not 0 <= start < end:
+        return text
+    return text[:start] + readme_summary(report, link) + text[end + len(README_END) :]
+
+
+# A generated block in any page: the opening marker names the section of the report and,
+# optionally, one of its tables (by title) or its target checks; the closing marker ends it.
+BLOCK_START = re.compile(
+    r'<!-- generated from the benchmark report: section "(?P<section>[^"]+)"'
+    r'(?:, (?:table "(?P<table>[^"]+)"|(?P<targets>targets)))?'
+    r"; python -m benchmarks\.docs rewrites this block, do not edit -->"
+)
+BLOCK_END = "<!-- end of generated block -->"
+
+
+def block_marker(section: str, table: str | None = None, targets: bool = False) -> str:
+    """The opening marker of a block showing `section`'s tables and targets, one `table` of it,
+    or its `targets` only."""
+    what = f', table "{table}"' if table else (", targets" if targets else "")
+    return (
+        f'<!-- generated from the benchmark report: section "{section}"{what}; '
+        "python -m benchmarks.docs rewrites this block, do not edit -->"
+    )
+
+
+def anchor(title: str) -> str:
+    """The anchor a markdown renderer gives a heading (GitHub's rule)."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def render_block(
+    report: Report, section: str, link: str, table: str | None = None, targets: bool = False
+) -> str:
+    """The body of a generated block: what its marker names, then where and when it was measured.
+
+    `link` is the report's path as seen from the page holding the block."""
+    found = {s.name: s for s in report.sections}
+    if section not in found:
+        raise KeyError(f"the benchmark report has no section {section!r}; it has {sorted(found)}")
+    part = found[section]
+    if table:
+        parts = [part.table(table).to_markdown()]
+    elif targets:
+        parts = [part.targets_markdown()]
+    else:
+        parts = [t.to_markdown() for t in part.tables] + [part.targets_markdown()]
+    parts = [p for p in parts if p]
+    measured = part.settings.get("measured", "?")
+    command = part.settings.get("command", "?")
+    parts.append(
+        f"*From [{part.title}]({link}#{anchor(part.title)}): measured {measured} by {command}.*"
+    )
+    return "\n\n".join(parts)
+
+
+def rewrite_blocks(text: str, report: Report, link: str) -> str:
+    """`text` with the body of every generated block rendered again from `report`."""
+    pieces, position = [], 0
+    for match in BLOCK_START.finditer(text):
+        end = text.find(BLOCK_END, match.end())
+        if end < 0:
+            raise ValueError(f"generated block {match.group(0)!r} has no {BLOCK_END!r}")
+        body = render_block(
+            report,
+            match.group("section"),
+            link,
+            table=match.group("table"),
+            targets=bool(match.group("targets")),
+        )
+        pieces += [text[position : match.end()], f"\n{body}\n"]
+        position = end
+    return "".join(pieces) + text[position:]
 
 
 def render_docs(report: Report, out: Path, docs_path: Path) -> str:
@@ -136,6 +242,13 @@ def render_docs(report: Report, out: Path, docs_path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--refresh"]:
+        docs_path = Path(args[1]) if len(args) > 1 else Path("docs/performance.md")
+        report = Report.from_json(docs_path.with_suffix(".json").read_text())
+        docs_path.write_text(render_docs(report, Path("."), docs_path))
+        refresh_pages(report, docs_path, Path("README.md"))
+        print(f"rewrote {docs_path} and the generated blocks from {docs_path.with_suffix('.json')}")
+        return 0
     out = Path(args[0]) if args else Path("results/bench")
     docs_path = Path(args[1]) if len(args) > 1 else Path("docs/performance.md")
     source = out / "report.json"

@@ -102,6 +102,14 @@ class Section:
                 return table
         raise KeyError(f"section {self.name!r} has no table {title!r}")
 
+    def targets_markdown(self) -> str:
+        """The target checks as a markdown table under a bold title ("" without checks)."""
+        if not self.checks:
+            return ""
+        rows = ["| target | measured | verdict |", "|---|---|---|"]
+        rows += [f"| {c.target} | {c.measured} | {c.verdict} |" for c in self.checks]
+        return "**Targets**\n\n" + "\n".join(rows)
+
     def to_markdown(self, level: int = 2) -> str:
         hashes = "#" * level
         parts = [f"{hashes} {self.title}"]
@@ -113,9 +121,7 @@ class Section:
             )
         parts.extend(table.to_markdown() for table in self.tables)
         if self.checks:
-            rows = ["| target | measured | verdict |", "|---|---|---|"]
-            rows += [f"| {c.target} | {c.measured} | {c.verdict} |" for c in self.checks]
-            parts.append("**Targets**\n\n" + "\n".join(rows))
+            parts.append(self.targets_markdown())
         parts.extend(f"![{f.caption}]({f.path})\n\n*{f.caption}*" for f in self.figures)
         if self.notes:
             parts.append("\n".join(f"- {note}" for note in self.notes))
