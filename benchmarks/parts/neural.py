@@ -444,7 +444,7 @@ def _shown(r: dict, value: float) -> float:
 
 
 def render(r: dict, out: Path) -> Section:
-    """The report section for the results of `benchmarks.neural_solvers.run`."""
+    """The report section for the results of `run` above."""
     targets = [f"{t:g}" for t in r["targets"]]
     head = f"{r['headline']:g}"
     share = r["solver_parameters"] / r["model_parameters"]
