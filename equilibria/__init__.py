@@ -2,11 +2,19 @@
 
 The output of a DEQ is the fixed point z* = f(z*, x) of one layer, found by a solver and
 differentiated implicitly, so memory does not grow with depth.
+
+Importing the package loads the core (solvers, `solve`, `DEQ`, backward strategies, statistics,
+errors, the ready-made `cells`) and the stability toolkit. The models and the application
+(training, the tasks, the command line, its configuration and data) are imported by name, e.g.
+`from equilibria.models import MDEQ`; `eq.models`, `eq.ssl`, ... also load on first access.
 """
 
-from . import ssl, stability
+from importlib import import_module
+from typing import Any
+
+from . import cells, neural, stability
 from .backward import BACKWARDS, Backward, Implicit, OneStep, Phantom, Unrolled, make_backward
-from .deq import DEQ, DEQStats
+from .deq import DEQ, DEQStats, jacobian_loss
 from .errors import (
     ConvergenceWarning,
     EquilibriaError,
@@ -16,7 +24,7 @@ from .errors import (
     UnsupportedError,
 )
 from .fixed_point import SolveSettings
-from .neural import NeuralSolver, SolverTraining, fit_neural_solver
+from .neural import NeuralSolver
 from .solution import Solution, Status
 from .solve import solve
 from .solvers import GMRES, SOLVERS, Anderson, Broyden, Newton, Picard, Solver, make_solver
@@ -29,13 +37,41 @@ from .stability import (
     VariationalDropout,
     VariationalDropout1d,
     VariationalDropout2d,
-    jacobian_loss,
     spectral_norm,
     spectral_radius,
     weight_norm,
 )
 
 __version__ = "0.1.0"
+
+# sub-packages outside the core, loaded on first access as attributes (`eq.ssl.nt_xent`)
+LAZY_PACKAGES = (
+    "cli",
+    "config",
+    "data",
+    "inr",
+    "lm",
+    "models",
+    "monotone",
+    "ssl",
+    "training",
+)
+# names of the learned solvers' training, from `equilibria.neural`
+LAZY_NEURAL = ("SolverTraining", "fit_neural_solver")
+
+
+def __getattr__(name: str) -> Any:
+    """A sub-package outside the core, or a learned-solver training name, imported on first use."""
+    if name in LAZY_PACKAGES:
+        return import_module(f"{__name__}.{name}")
+    if name in LAZY_NEURAL:
+        return getattr(neural, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY_PACKAGES, *LAZY_NEURAL])
+
 
 __all__ = [
     "BACKWARDS",
@@ -65,6 +101,7 @@ __all__ = [
     "make_backward",
     "make_solver",
     "solve",
+    "cells",
     # stability and training toolkit
     "stability",
     "VariationalDropout",
@@ -83,6 +120,4 @@ __all__ = [
     "NeuralSolver",
     "SolverTraining",
     "fit_neural_solver",
-    # contrastive pre-training (eq.ssl.nt_xent, eq.ssl.DEQBackbone, ...)
-    "ssl",
 ]

@@ -143,7 +143,7 @@ class DEQ(nn.Module):
         initializer_weight: the weight of that loss (> 0).
 
     Example:
-        >>> cell = eq.testing.TanhCell(8)              # doctest: +SKIP
+        >>> cell = eq.cells.TanhCell(8)                # doctest: +SKIP
         >>> deq = eq.DEQ(cell, solver="anderson", tol=1e-5, eval_max_iter=100)
         >>> z = deq(torch.randn(16, 8)); deq.stats.forward_nfe
     """
@@ -390,3 +390,18 @@ class DEQ(nn.Module):
             f"solver={s.solver}, tol={s.tol}, max_iter={s.max_iter}, stop_mode={s.stop_mode!r}, "
             f"backward={self.backward}"
         )
+
+
+def jacobian_loss(model: nn.Module) -> torch.Tensor:
+    """Sum of `stats.jacobian_loss` over every `eq.DEQ` inside `model`, from their last calls.
+
+    Call it once per training step, after the forward pass: `loss = task + eq.jacobian_loss(model)`.
+    """
+    terms = [m.stats.jacobian_loss for m in model.modules() if isinstance(m, DEQ) and m.stats]
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        raise ValueError(
+            f"jacobian_loss found no eq.DEQ with statistics in {type(model).__name__}; run the "
+            "model's forward first"
+        )
+    return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ..backward import Implicit, Phantom, make_backward
-from ..config.fields import ConfigError
+from ..errors import ConfigError
 from ..stability import JacobianPenalty, Pretrain
 from .blocks import BranchBlock, ClassificationHead, MultiscaleFusion, Stem, branch_sizes
 from .mdeq import MDEQ, MDEQCell

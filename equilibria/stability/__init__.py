@@ -1,6 +1,7 @@
 """Stability and training toolkit for equilibrium models.
 
-- `jacobian`: the Jacobian penalty (Hutchinson estimate of ||J_f(z*)||_F^2 / dim).
+- `jacobian`: the Jacobian penalty (Hutchinson estimate of ||J_f(z*)||_F^2 / dim); the sum
+  over a model's layers is `eq.jacobian_loss`, next to `eq.DEQ`.
 - `spectral`: spectral radius of J_f at a state, by block power iteration.
 - `normalization`: weight / spectral normalization computed once per DEQ forward.
 - `dropout`: variational dropout, one mask per forward solve.
@@ -13,7 +14,7 @@
 from .correction import CorrectionStates, FixedPointCorrection
 from .draws import shared_draws
 from .dropout import VariationalDropout, VariationalDropout1d, VariationalDropout2d, masks_held
-from .jacobian import JacobianPenalty, hutchinson_frobenius, jacobian_loss
+from .jacobian import JacobianPenalty, hutchinson_frobenius
 from .jitter import jittered_cap
 from .normalization import parametrizations_cached, spectral_norm, weight_norm
 from .pretrain import Pretrain, unroll
@@ -30,7 +31,6 @@ __all__ = [
     "VariationalDropout1d",
     "VariationalDropout2d",
     "hutchinson_frobenius",
-    "jacobian_loss",
     "jittered_cap",
     "masks_held",
     "parametrizations_cached",

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
 from ..state import State
@@ -103,20 +102,3 @@ class FirstApplication:
             z = z.detach().requires_grad_()
         self.z, self.fz = z, self.f(z)
         return self.fz
-
-
-def jacobian_loss(model: nn.Module) -> torch.Tensor:
-    """Sum of `stats.jacobian_loss` over every `eq.DEQ` inside `model`, from their last calls.
-
-    Call it once per training step, after the forward pass: `loss = task + eq.jacobian_loss(model)`.
-    """
-    from ..deq import DEQ
-
-    terms = [m.stats.jacobian_loss for m in model.modules() if isinstance(m, DEQ) and m.stats]
-    terms = [t for t in terms if t is not None]
-    if not terms:
-        raise ValueError(
-            f"jacobian_loss found no eq.DEQ with statistics in {type(model).__name__}; run the "
-            "model's forward first"
-        )
-    return torch.stack([t.to(terms[0].dtype) for t in terms]).sum()
