@@ -9,6 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.nn import functional as F
+
+from .meters import SavedTensorBytes, peak_tensor_bytes
+
 # the optional modules `equilibria train` needs: parts that train name them in `requires`
 TRAINING_MODULES = ("sklearn", "matplotlib", "tqdm")
 
@@ -38,3 +43,32 @@ def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
     """The checkpoint of a training run without its progress bars."""
     run_train(out, ("run.progress=false", *overrides))
     return out / "checkpoint.pt"
+
+
+def step_memory(overrides: list[str], data_dir: Path, batch: int) -> dict[str, Any]:
+    """Activation bytes saved for backward and peak tensor bytes of one training step."""
+    from equilibria.config import Config
+    from equilibria.data import load_data
+    from equilibria.models import build_model
+
+    config = Config().override([*overrides, f"data.data_dir={data_dir}"])
+    data = load_data(config.data.dataset, data_dir, download=False)
+    torch.manual_seed(0)
+    model = build_model(config, data.shape, data.classes)
+    x = data.inputs(data.train.images[:batch])
+    y = data.train.labels[:batch]
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    step()  # warm-up: gradients and allocator pools exist before measuring
+    with SavedTensorBytes(exclude=list(model.parameters())) as saved:
+        loss = F.cross_entropy(model(x), y)
+    del loss
+    peak = peak_tensor_bytes(step, torch.device("cpu"))
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "saved_mb": saved.bytes / 2**20,
+        "peak_mb": None if peak is None else peak / 2**20,
+    }

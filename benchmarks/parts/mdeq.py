@@ -24,20 +24,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from ..config import BenchConfig
 from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available
 from ..environment import load_average
-from ..meters import SavedTensorBytes, peak_tensor_bytes
 from ..plots import line_plot
 from ..registry import PARTS, register
 from ..report import Check, Column, Figure, Section, Table
 from ..runner import command_line, run
-from ..train_runs import TRAINING_MODULES, run_cli
+from ..train_runs import TRAINING_MODULES, run_cli, step_memory
 
 DIGITS_TARGET_ACCURACY = 0.99
 DIGITS_TARGET_SECONDS = 120.0
@@ -255,35 +252,6 @@ def gradient_modes(config: BenchConfig) -> Section:
             )
     section.tables.append(table)
     return section
-
-
-def step_memory(overrides: list[str], data_dir: Path, batch: int) -> dict[str, Any]:
-    """Activation bytes saved for backward and peak tensor bytes of one training step."""
-    from equilibria.config import Config
-    from equilibria.data import load_data
-    from equilibria.models import build_model
-
-    config = Config().override([*overrides, f"data.data_dir={data_dir}"])
-    data = load_data(config.data.dataset, data_dir, download=False)
-    torch.manual_seed(0)
-    model = build_model(config, data.shape, data.classes)
-    x = data.inputs(data.train.images[:batch])
-    y = data.train.labels[:batch]
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-
-    step()  # warm-up: gradients and allocator pools exist before measuring
-    with SavedTensorBytes(exclude=list(model.parameters())) as saved:
-        loss = F.cross_entropy(model(x), y)
-    del loss
-    peak = peak_tensor_bytes(step, torch.device("cpu"))
-    return {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "saved_mb": saved.bytes / 2**20,
-        "peak_mb": None if peak is None else peak / 2**20,
-    }
 
 
 def mnist(config: BenchConfig, data_dir: Path = SHARED_DATA) -> Section:
