@@ -33,6 +33,10 @@ class UnsupportedError(EquilibriaError, RuntimeError):
     """A valid request that equilibria cannot serve (the message names what to use instead)."""
 
 
+class ConfigError(EquilibriaError, ValueError):
+    """A config file or override is invalid: unknown key, wrong type or value out of range."""
+
+
 class ConvergenceWarning(UserWarning):
     """A solve did not reach its tolerance; the best iterate found is returned."""
 

@@ -14,15 +14,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Union
 
-from ..errors import EquilibriaError
+from ..errors import ConfigError
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 NONE_WORDS = ("none", "null")
-
-
-class ConfigError(EquilibriaError, ValueError):
-    """A config file or override is invalid: unknown key, wrong type or value out of range."""
 
 
 def option(

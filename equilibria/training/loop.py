@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..files import write_jsonl
 from ..stability.draws import shared_draws
 from .checkpoint import FILENAME, CheckpointError, Progress, save_checkpoint
 from .distributed import Runtime
 from .interrupt import StopRequest
-from .metrics import Meter, write_jsonl
+from .metrics import Meter
 from .optim import build_optimizer, build_scheduler
 from .progress import ProgressBar
 from .sampling import step_seed
