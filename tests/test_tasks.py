@@ -36,10 +36,10 @@ def test_an_unknown_task_is_a_clear_error_naming_the_valid_ones():
 
 
 def test_names_have_one_source_each():
-    assert TASKS == tuple(REGISTERED)
-    assert MODELS == tuple(ARCHITECTURES)
+    assert tuple(REGISTERED) == TASKS
+    assert tuple(ARCHITECTURES) == MODELS
     assert DEQ_MODELS == ("mdeq", "monotone")
-    assert DATASETS == tuple(IMAGE_DATASETS)
+    assert tuple(IMAGE_DATASETS) == DATASETS
 
 
 def test_capabilities_are_found_by_asking_the_tasks():
