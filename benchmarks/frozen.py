@@ -75,10 +75,10 @@ def load_frozen(path: Path, sampling: Sampling) -> Frozen:
 
 def load_frozen_classifier(path: Path, sampling: Sampling) -> Frozen:
     """The MDEQ of checkpoint `path` in eval mode, with the DEQ inputs of its images."""
-    from equilibria.cli.train_solver import deq_inputs, find_deq
     from equilibria.config import Config
     from equilibria.data import load_data
     from equilibria.models import build_model
+    from equilibria.neural.inputs import deq_inputs, find_deq
     from equilibria.training.checkpoint import load_checkpoint, restore_model
 
     checkpoint = load_checkpoint(path)
@@ -111,9 +111,9 @@ def load_frozen_classifier(path: Path, sampling: Sampling) -> Frozen:
 def load_frozen_language_model(path: Path, sampling: Sampling) -> Frozen:
     """The DEQ-Transformer of checkpoint `path` in eval mode: the DEQ inputs of training windows
     (drawn as `equilibria train-solver` draws them) and consecutive validation windows."""
-    from equilibria.cli.evaluate_lm import scored_text
-    from equilibria.cli.sample import load_language_model
-    from equilibria.cli.train_solver import deq_inputs, find_deq, training_windows
+    from equilibria.lm.restore import load_language_model, scored_text
+    from equilibria.lm.solver_inputs import training_windows
+    from equilibria.neural.inputs import deq_inputs, find_deq
 
     config, vocab, model = load_language_model(path, None)
     model.eval()

@@ -12,9 +12,11 @@ import pytest
 import torch
 from tiny_runs import tiny
 
+from equilibria import files as files_module
 from equilibria.config import Config
 from equilibria.models import build_model
-from equilibria.training import CheckpointError, load_checkpoint, restore_model, train
+from equilibria.tasks.run import run_task
+from equilibria.training import CheckpointError, load_checkpoint, restore_model
 from equilibria.training import checkpoint as checkpoint_module
 from equilibria.training.checkpoint import save_checkpoint
 
@@ -33,21 +35,21 @@ def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_pa
     config = Config().override(
         tiny("epochs=2", "model.dropout=0.2", "data.shift=1", "optim.average=0.9")
     )
-    full = train(config, tmp_path / "full", log=quiet)
+    full = run_task(config, tmp_path / "full", log=quiet)
     assert full.status == "finished"
 
     def ctrl_c(step: int) -> None:
         if step == 4:  # the second step of the second epoch (3 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
 
-    cut = train(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
+    cut = run_task(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
     assert cut.status == "interrupted" and cut.signal == "SIGINT" and cut.summary is None
     saved = load_checkpoint(tmp_path / "cut")
     assert (saved["progress"].epoch, saved["progress"].step_in_epoch) == (1, 1)
     assert saved["progress"].global_step == 4 and len(saved["history"]) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
-    resumed = train(config, tmp_path / "cut", checkpoint=saved, log=quiet)
+    resumed = run_task(config, tmp_path / "cut", checkpoint=saved, log=quiet)
     assert resumed.status == "finished"
     final = load_checkpoint(tmp_path / "cut")
     reference = load_checkpoint(tmp_path / "full")
@@ -76,7 +78,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
     def broken_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", broken_replace)
+    monkeypatch.setattr(files_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, **{**contents, "model": {"w": torch.zeros(2)}})
     assert path.read_bytes() == before

@@ -87,13 +87,13 @@ def test_bare_keys_resolve_only_when_unambiguous():
 
 
 def test_every_task_the_config_accepts_has_a_trainer_and_no_other():
-    import importlib
-
     from equilibria.config.schema import TASKS
-    from equilibria.training.tasks import TASK_MODULES, task_trainer
+    from equilibria.tasks import TASKS as TASK_MODULES
+    from equilibria.tasks import get_task
+    from equilibria.training.loop import EpochLoop
 
     assert tuple(TASK_MODULES) == TASKS
-    for task, module in TASK_MODULES.items():
-        assert task_trainer(task) is importlib.import_module(module).train
+    for task in TASK_MODULES:
+        assert issubclass(get_task(task).trainer, EpochLoop)
     with pytest.raises(ConfigError, match="run.task='nope' is not valid; tasks are classify"):
-        task_trainer("nope")
+        get_task("nope")

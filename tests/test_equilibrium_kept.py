@@ -67,7 +67,7 @@ def test_reuse_is_refused_where_it_has_no_meaning():
 
 
 def test_training_starts_each_example_where_it_last_ended(tmp_path, monkeypatch):
-    from equilibria.training import trainer as trainer_module
+    from equilibria.classify import trainer as trainer_module
 
     starts: list[object] = []
     original = trainer_module.train_step

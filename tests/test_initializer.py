@@ -6,7 +6,7 @@ from torch import nn
 
 import equilibria as eq
 from equilibria.cells import TanhCell
-from equilibria.training.engine import penalized
+from equilibria.training.step import penalized
 
 
 def layer(**options):

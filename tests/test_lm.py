@@ -11,8 +11,8 @@ from equilibria.cli import main
 from equilibria.config import Config
 from equilibria.data.text import Vocabulary
 from equilibria.lm import generate
-from equilibria.lm.run import train
 from equilibria.models import DEQTransformer
+from equilibria.tasks.run import run_task
 from equilibria.training.checkpoint import load_checkpoint
 
 TINY_LM = [
@@ -109,17 +109,17 @@ def test_train_writes_every_output_resumes_and_samples(tmp_path, corpus, capsys)
 
 def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_path, corpus):
     config = Config().override([*TINY_LM, f"lm.text={corpus}", "lm.variational_dropout=0.2"])
-    full = train(config, tmp_path / "full", log=quiet)
+    full = run_task(config, tmp_path / "full", log=quiet)
 
     def ctrl_c(step):
         if step == 4:
             os.kill(os.getpid(), signal.SIGINT)
 
-    cut = train(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
+    cut = run_task(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
     assert cut.status == "interrupted" and cut.summary is None
     saved = load_checkpoint(tmp_path / "cut")
     assert (saved["progress"].epoch, saved["progress"].step_in_epoch) == (1, 1)
-    resumed = train(config, tmp_path / "cut", checkpoint=saved, log=quiet)
+    resumed = run_task(config, tmp_path / "cut", checkpoint=saved, log=quiet)
     assert resumed.status == "finished"
     final, reference = load_checkpoint(tmp_path / "cut"), load_checkpoint(tmp_path / "full")
     for name, value in reference["model"].items():

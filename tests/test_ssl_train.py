@@ -10,7 +10,7 @@ import torch
 
 from equilibria.cli import main
 from equilibria.config import Config
-from equilibria.ssl.run import train
+from equilibria.tasks.run import run_task
 from equilibria.training import CheckpointError, load_checkpoint
 
 TINY_SSL = [
@@ -48,7 +48,7 @@ def timeless(history):
 
 def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_path):
     config = Config().override(TINY_SSL)
-    full = train(config, tmp_path / "full", log=quiet)
+    full = run_task(config, tmp_path / "full", log=quiet)
     assert full.status == "finished"
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert 0.0 <= summary["probe_test_accuracy"] <= 1.0
@@ -61,13 +61,13 @@ def test_ctrl_c_saves_and_resuming_ends_exactly_like_an_uninterrupted_run(tmp_pa
         if step == 3:  # the first step of the second epoch (2 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
 
-    cut = train(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
+    cut = run_task(config, tmp_path / "cut", on_step=ctrl_c, log=quiet)
     assert cut.status == "interrupted" and cut.summary is None
     saved = load_checkpoint(tmp_path / "cut")
     assert (saved["progress"].epoch, saved["progress"].step_in_epoch) == (1, 1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
-    resumed = train(config, tmp_path / "cut", checkpoint=saved, log=quiet)
+    resumed = run_task(config, tmp_path / "cut", checkpoint=saved, log=quiet)
     assert resumed.status == "finished"
     final, reference = load_checkpoint(tmp_path / "cut"), load_checkpoint(tmp_path / "full")
     assert timeless(final["history"]) == timeless(reference["history"])
@@ -96,12 +96,12 @@ def test_the_command_line_trains_the_explicit_backbone_and_resumes(tmp_path, cap
 
 def test_a_run_folder_is_not_overwritten_and_other_checkpoints_are_refused(tmp_path):
     config = Config().override([*TINY_SSL, "optim.epochs=1", "ssl.probe_init=false"])
-    train(config, tmp_path / "run", log=quiet)
+    run_task(config, tmp_path / "run", log=quiet)
     with pytest.raises(CheckpointError, match="already holds a run"):
-        train(config, tmp_path / "run", log=quiet)
+        run_task(config, tmp_path / "run", log=quiet)
     foreign = dict(load_checkpoint(tmp_path / "run"), task=None)
     with pytest.raises(CheckpointError, match="not from a contrastive"):
-        train(config, tmp_path / "other", checkpoint=foreign, log=quiet)
+        run_task(config, tmp_path / "other", checkpoint=foreign, log=quiet)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -125,6 +125,6 @@ def test_a_short_run_on_real_mnist(tmp_path):
             "optim.epochs=1",
         ]
     )
-    result = train(config, tmp_path / "mnist", log=quiet)
+    result = run_task(config, tmp_path / "mnist", log=quiet)
     assert result.summary["dataset"] == "mnist-t10k" and result.summary["steps"] == 4
     assert result.summary["probe_test_accuracy"] > 0.2  # 10 classes: well above chance

@@ -1,15 +1,10 @@
-"""What several commands parse alike: bounded numbers on the command line, and the config a
-checkpoint holds."""
+"""What several commands parse alike: bounded numbers on the command line."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-from ..config import Config, ConfigError
-from ..training.checkpoint import CheckpointError
 
 
 def number(
@@ -30,12 +25,3 @@ def number(
         return value
 
     return parse
-
-
-def stored_config(path: Path, checkpoint: dict) -> Config:
-    """The config stored in `checkpoint` (read from `path`), with a clear error when this
-    version cannot read it."""
-    try:
-        return Config.from_dict(checkpoint["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None

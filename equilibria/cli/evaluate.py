@@ -1,27 +1,17 @@
-"""`equilibria eval CHECKPOINT`: test a trained image classifier or language model with any
-solver, tolerance and budget (the language-model parts are in `evaluate_lm`)."""
+"""`equilibria eval CHECKPOINT`: test a saved run of any task that can be evaluated (an image
+classifier, a language model) with any solver, tolerance and budget."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from ..config import Config, ConfigError
-from ..config.schema import DEQ_MODELS
-from ..data import load_data
 from ..errors import check_choice
-from ..extras import require
-from ..models import build_model
 from ..solvers import SOLVERS
-from ..training import distributed
-from ..training.analysis import elastic_sweep
-from ..training.checkpoint import find_checkpoint, load_checkpoint, restore_model
-from ..training.engine import evaluate
-from ..training.plots import plot_accuracy_vs_nfe
-from . import evaluate_lm
-from .arguments import number, stored_config
-from .eval_settings import check_solve_options, describe, neural_solver, solve_options, write_eval
+from ..tasks import EvalRequest, task_for
+from ..training.checkpoint import find_checkpoint, load_checkpoint, stored_config
+from .arguments import number
+from .eval_settings import describe, solve_options, write_eval
 
 
 def _caps(text: str) -> list[int]:
@@ -78,80 +68,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _stored_config(path: Path, checkpoint: dict, args: argparse.Namespace) -> Config:
-    config = stored_config(path, checkpoint)
-    overrides = []
-    if args.device:
-        overrides.append(f"run.device={args.device}")
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir}")
-    return config.override(overrides)
-
-
-def _row(label: str, result: dict[str, Any]) -> str:
-    text = f"{label:<22} accuracy {100 * result['accuracy']:6.2f}%  loss {result['loss']:.4f}"
-    if result.get("forward_nfe") is not None:
-        text += (
-            f"  mean NFE {result['forward_nfe']:5.1f}  residual {result['residual']:.2e}"
-            f"  converged {100 * result['converged']:5.1f}%"
-        )
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint)
     checkpoint = load_checkpoint(path)
-    task = stored_config(path, checkpoint).run.task
-    if task == "lm":
-        return evaluate_lm.run(args, path, checkpoint)
-    if task != "classify":
-        raise ConfigError(
-            f"{path} holds a run of task {task!r}; eval applies to image classifiers (task "
-            "'classify') and language models (task 'lm')"
-        )
-    config = _stored_config(path, checkpoint, args)
-    solving = solve_options(args)
-    arch = config.model.arch
-    explicit = f"an explicit {arch}" if arch not in DEQ_MODELS else None
-    check_solve_options(path, explicit, solving, args)
-    if config.data.dataset == "digits":
-        require("sklearn", "the digits data set")
-    if args.out and args.sweep:
-        require("matplotlib", "the accuracy-vs-NFE plot")
-    with distributed.session(config.run.device) as runtime:
-        data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
-        model = build_model(config, data.shape, data.classes)
-        weights = checkpoint.get("average") or checkpoint["model"]
-        restore_model(model, weights, str(path))
-        model.to(runtime.device)
-        if args.solver == "neural":
-            solving["solver"] = neural_solver(path).to(runtime.device)
-        batch_size = args.batch_size or config.data.eval_batch_size
-        split = data.test if args.split == "test" else data.train
-        common = dict(batch_size=batch_size, precision=config.run.precision)
-        if args.sweep:
-            rows = elastic_sweep(
-                model,
-                data,
-                runtime,
-                args.sweep,
-                solver=solving.get("solver"),
-                tol=args.tol,
-                **common,
-            )
-        else:
-            rows = [evaluate(model, data, split, runtime, **common, **solving)]
-    if not runtime.is_main:
+    task = task_for(path, stored_config(path, checkpoint).run.task, "evaluate", "eval")
+    request = EvalRequest(
+        path,
+        checkpoint,
+        solve_options(args),
+        sweep=args.sweep,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_dir=args.data_dir,
+        plot=bool(args.out and args.sweep),
+    )
+    result = task.evaluate(request)
+    if not result.is_main:
         return 0
-    settings = describe(solving)
-    print(f"{path} on {data.name} {args.split if not args.sweep else 'test'} ({settings}):")
-    for row in rows:
-        label = f"max_iter {row['max_iter']}" if "max_iter" in row else args.split
-        print("  " + _row(label, row))
+    print(f"{path} on {result.heading} ({describe(result.solve)}):")
+    for row in result.rows:
+        label = f"max_iter {row['max_iter']}" if "max_iter" in row else result.label
+        print("  " + result.row_text(label, row))
     if args.out:
-        write_eval(args.out, path, solving, rows)
-        if args.sweep:
-            solver = args.solver or config.deq.eval_solver or config.deq.solver
-            plot_accuracy_vs_nfe({solver: rows}, args.out / "accuracy_vs_nfe.png")
+        write_eval(args.out, path, result.solve, result.rows, **result.record)
+        if result.plot is not None:
+            result.plot(args.out)
         print(f"wrote {args.out / 'eval.json'}")
     return 0

@@ -24,7 +24,7 @@ from ..solvers import SOLVERS
 from ..training.checkpoint import CheckpointError
 from ..training.distributed import resolve_device
 from ..training.interrupt import StopRequest
-from ..training.report import machine
+from ..training.summary import machine
 from .arguments import number
 
 FIT_PACKAGES = {"tqdm": "progress bars", "matplotlib": "plots", "PIL": "PNG files (Pillow)"}

@@ -1,4 +1,5 @@
-"""`equilibria sample CHECKPOINT`: write text with a trained character language model."""
+"""`equilibria sample CHECKPOINT`: generate with a saved model of a task that can (a character
+language model writes text)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import Config, ConfigError
-from ..data.text import Vocabulary
-from ..lm import build_language_model, generate
-from ..lm.model import context_length
-from ..training import distributed
-from ..training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore_model
-from .arguments import number, stored_config
+from ..tasks import SampleRequest, task_for
+from ..training.checkpoint import find_checkpoint, load_checkpoint, stored_config
+from .arguments import number
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -43,51 +40,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def load_language_model(
-    path: Path, device: str | None, checkpoint: dict | None = None
-) -> tuple[Config, Vocabulary, object]:
-    """The config, vocabulary and trained model of the language-model checkpoint at `path`
-    (`checkpoint`: its contents, when the caller has already read them)."""
-    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
-    config = stored_config(path, checkpoint)
-    if config.run.task != "lm":
-        raise ConfigError(
-            f"{path} holds a run of task {config.run.task!r}; sample needs a language model "
-            "(a run of 'equilibria train --task lm')"
-        )
-    chars = (checkpoint.get("data") or {}).get("vocab")
-    if not isinstance(chars, str):
-        raise CheckpointError(f"{path} holds no vocabulary, so its tokens cannot be read")
-    if device:
-        config = config.override([f"run.device={device}"])
-    vocab = Vocabulary(chars)
-    model = build_language_model(config, len(vocab))
-    restore_model(model, checkpoint["model"], str(path))
-    return config, vocab, model
-
-
 def run(args: argparse.Namespace) -> int:
     path = find_checkpoint(args.checkpoint)
-    config, vocab, model = load_language_model(path, args.device)
-    prompt = args.prompt
-    if prompt is None:
-        prompt = "\n" if "\n" in vocab.chars else vocab.chars[0]
-    if not prompt:
-        raise ConfigError("--prompt must hold at least one character")
-    runtime = distributed.start(config.run.device)
-    model.to(runtime.device)
-    result = generate(
-        model,
-        vocab,
-        prompt,
-        args.chars,
-        context=context_length(config),
+    checkpoint = load_checkpoint(path)
+    task = task_for(path, stored_config(path, checkpoint).run.task, "sample", "sample")
+    request = SampleRequest(
+        path,
+        checkpoint,
+        device=args.device,
+        prompt=args.prompt,
+        length=args.chars,
         temperature=args.temperature,
         top_k=args.top_k,
         seed=args.seed,
         warm_start=not args.cold,
     )
-    print(prompt + result.text)
+    result = task.sample(request)
+    print(result.prompt + result.text)
     if result.mean_nfe is not None:
         start = "zero" if args.cold else "the previous position's equilibrium"
         print(

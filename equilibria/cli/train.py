@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError, describe_keys
+from ..tasks import TASKS, get_task
+from ..tasks.run import run_task
 from ..training import distributed
-from ..training.checkpoint import find_checkpoint, load_checkpoint
-from ..training.tasks import task_trainer
-from .arguments import stored_config
+from ..training.checkpoint import find_checkpoint, load_checkpoint, stored_config
 from .requirements import check_packages
 
 # keys that may change when a run is resumed: none of them changes what is computed
@@ -50,7 +50,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="continue the run in this folder (or checkpoint file)",
     )
-    parser.add_argument("--task", help="same as run.task=... (classify, lm or ssl)")
+    parser.add_argument("--task", help=f"same as run.task=... ({', '.join(TASKS)})")
     parser.add_argument("--device", help="same as run.device=...")
     parser.add_argument("--data-dir", help="same as data.data_dir=...")
     parser.add_argument("--text", help="same as lm.text=... (a UTF-8 file, plain or .gz)")
@@ -92,9 +92,7 @@ def resumed_config(args: argparse.Namespace) -> tuple[Config, dict, Path]:
 
 def default_out(config: Config) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    if config.run.task != "classify":
-        return Path("runs") / f"{config.run.task}-{stamp}"
-    return Path("runs") / f"{config.data.dataset}-{config.model.arch}-{stamp}"
+    return Path("runs") / f"{get_task(config.run.task).folder_name(config)}-{stamp}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
         config = Config.load(args.config) if args.config else Config()
         config = config.override(args.overrides + flag_overrides(args))
         out = args.out or default_out(config)
-    check_packages(digits=config.run.task != "lm" and config.data.dataset == "digits")
+    task = get_task(config.run.task)
+    check_packages(digits=task.reads_images and config.data.dataset == "digits")
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     with distributed.session(config.run.device) as runtime:
-        result = task_trainer(config.run.task)(config, out, runtime, checkpoint=checkpoint)
+        result = run_task(config, out, runtime, checkpoint=checkpoint)
     if not runtime.is_main:
         return 130 if result.status == "interrupted" else 0
     if result.status == "interrupted":

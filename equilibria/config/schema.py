@@ -6,20 +6,23 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..backward import BACKWARDS
+from ..data import DATASETS as IMAGE_DATASETS
+from ..models.build import ARCHITECTURES
 from ..models.initializers import INITS
 from ..solvers import SOLVERS
+from ..tasks.registry import TASKS as TASK_MODULES
 from .fields import ConfigError, Section, option
 from .lm import LMConfig
 from .ssl import SSLConfig
 
-MODELS = ("mdeq", "resnet", "monotone")
-DEQ_MODELS = ("mdeq", "monotone")  # the image models that solve for an equilibrium
-DATASETS = ("digits", "mnist", "mnist-t10k", "cifar10")
+MODELS = tuple(ARCHITECTURES)
+DEQ_MODELS = tuple(name for name, arch in ARCHITECTURES.items() if arch.equilibrium)
+DATASETS = tuple(IMAGE_DATASETS)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
 STOP_MODES = ("rel", "abs")
-TASKS = ("classify", "lm", "ssl")
+TASKS = tuple(TASK_MODULES)
 TRAIN_BACKWARDS = tuple(name for name in BACKWARDS if name != "unrolled")
 
 

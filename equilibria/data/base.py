@@ -88,6 +88,12 @@ class ImageData:
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x / self.max_value - mean) / std
 
+    def black(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """A black pixel after normalization, per channel: what a shifted image is filled with."""
+        return torch.tensor(
+            [-m / s for m, s in zip(self.mean, self.std, strict=True)], device=device
+        )
+
 
 def image_data(
     name: str,

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ..extras import require
-from ..training.checkpoint import Progress, atomic_write_bytes, save_checkpoint
-from ..training.metrics import write_json
+from ..files import atomic_write_bytes, pyplot, write_figure, write_json
+from ..training.checkpoint import Progress, save_checkpoint
 from .fit import FitResult, ImageFit
 
 RECONSTRUCTION = "reconstruction.png"
@@ -24,15 +24,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def _pyplot() -> Any:
-    matplotlib = require("matplotlib", "the error map and PSNR curve of a fit")
-    matplotlib.use("Agg")
-    return require("matplotlib.pyplot", "the error map and PSNR curve of a fit")
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
+    return pyplot("the error map and PSNR curve of a fit")
 
 
 def save_png(pixels: torch.Tensor, path: Path) -> None:
@@ -54,8 +46,7 @@ def save_error_map(reconstruction: torch.Tensor, target: torch.Tensor, path: Pat
     axis.set_title("absolute error")
     axis.axis("off")
     figure.tight_layout()
-    _save_figure(figure, path)
-    plt.close(figure)
+    write_figure(figure, path)
 
 
 def save_psnr_curve(history: Sequence[Mapping[str, Any]], path: Path, *, title: str) -> None:
@@ -78,8 +69,7 @@ def save_psnr_curve(history: Sequence[Mapping[str, Any]], path: Path, *, title: 
     for axis in axes[0]:
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    _save_figure(figure, path)
-    plt.close(figure)
+    write_figure(figure, path)
 
 
 def summarize(fitting: ImageFit, result: FitResult, machine: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Character-level language modelling: training (`equilibria train --task lm`) and generation.
 
-`run.train` is the task's entry point; `model.build_language_model` builds the network a config
-describes; `generate.generate` writes text from a trained model.
+`task.TASK` is the task (trained by `tasks.run.run_task`); `model.build_language_model` builds
+the network a config describes; `generate.generate` writes text from a trained model.
 """
 
 from .generate import Generation, generate

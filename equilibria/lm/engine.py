@@ -12,7 +12,8 @@ from torch import nn
 from ..data.text import TextData
 from ..errors import check_choice
 from ..models.transformer import DEQTransformer
-from ..training.engine import autocast, penalized, solve_sums, update
+from ..training.metrics import solve_sums
+from ..training.step import autocast, penalized, update
 
 LN2 = math.log(2.0)
 

@@ -9,10 +9,11 @@ from torch import nn
 
 from ..config import Config
 from ..data.text import TextData
+from ..files import atomic_write_bytes, write_json
 from ..training.equilibrium import equilibrium_summary, plot_residuals
-from ..training.metrics import write_json
+from ..training.metrics import history_mean
 from ..training.plots import plot_nfe, pyplot, save_figure
-from ..training.report import SUMMARY, machine
+from ..training.summary import SUMMARY, machine
 from .generate import generate
 from .model import context_length
 
@@ -60,7 +61,7 @@ def finalize(
     sample = generate(
         model, data.vocab, prompt, SAMPLE_CHARS, context=context_length(config), temperature=0.8
     )
-    (out / SAMPLE).write_text(prompt + sample.text, encoding="utf-8")
+    atomic_write_bytes(out / SAMPLE, (prompt + sample.text).encode("utf-8"))
     summary = {
         "val_bpc": final["val_bpc"],
         "val_loss": final["val_loss"],
@@ -71,8 +72,8 @@ def finalize(
         "val_converged": final.get("val_converged"),
         "equilibrium": equilibrium_summary(history, "val", config.deq.residual_warning),
         "train_bpc": final["train_bpc"],
-        "train_mean_forward_nfe": _mean(history, "train_forward_nfe"),
-        "train_mean_backward_nfe": _mean(history, "train_backward_nfe"),
+        "train_mean_forward_nfe": history_mean(history, "train_forward_nfe"),
+        "train_mean_backward_nfe": history_mean(history, "train_backward_nfe"),
         "sample_mean_nfe": sample.mean_nfe,
         "tokens_per_second": tokens_per_second,
         "train_seconds": train_seconds,
@@ -89,8 +90,3 @@ def finalize(
     )
     write_json(out / SUMMARY, summary)
     return summary
-
-
-def _mean(history: list[dict[str, Any]], key: str) -> float | None:
-    values = [row[key] for row in history if row.get(key) is not None]
-    return sum(values) / len(values) if values else None

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import EquilibriaError, StateMismatchError, check_positive_int
+from ..files import atomic_write_bytes
 from ..solvers.anderson import Anderson
 from ..solvers.base import EvaluationBudget, Solver, Step
 from ..state import State, StateLayout
@@ -180,8 +181,6 @@ class NeuralSolver(nn.Module, Solver):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the solver atomically (temporary file, then rename)."""
-        from ..training.checkpoint import atomic_write_bytes  # the project's one atomic writer
-
         payload = {
             "format": FORMAT,
             "config": self.config,

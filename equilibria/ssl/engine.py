@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..deq import DEQStats
-from ..training.engine import autocast, penalized, update
+from ..training.metrics import solve_sums
+from ..training.step import autocast, penalized, update
 from .augment import ViewAugment
 from .loss import contrastive_correct, nt_xent
 from .model import ContrastiveModel
-
-
-def _solve_sums(stats: DEQStats) -> dict[str, float]:
-    return {
-        "forward_nfe": stats.forward_nfe,
-        "residual": float(stats.forward.residual.float().mean()),
-        "converged": float(stats.converged.sum()),
-    }
 
 
 def contrastive_step(
@@ -59,9 +51,9 @@ def contrastive_step(
     if solves:
         first_stats, second_stats = pair.first_stats, pair.second_stats
         sums.update(
-            _solve_sums(first_stats),
+            solve_sums(first_stats),
             backward_nfe=sum(s.backward_nfe or 0 for s in solves),
             jacobian=sum(float(s.jacobian_frobenius_sq or 0.0) for s in solves),
         )
-        second_sums = {**_solve_sums(second_stats), "samples": x.shape[0], "steps": 1}
+        second_sums = {**solve_sums(second_stats), "samples": x.shape[0], "steps": 1}
     return sums, second_sums

@@ -48,8 +48,7 @@ class ContrastiveTrainer(EpochLoop[ImageData]):
 
     def _prepare(self) -> None:
         self.augment = ViewAugment.from_config(self.config.ssl)
-        black = [(0.0 - m) / s for m, s in zip(self.data.mean, self.data.std, strict=True)]
-        self.fill = torch.tensor(black, device=self.runtime.device)
+        self.fill = self.data.black(self.runtime.device)
 
     def probe(self) -> dict[str, Any]:
         """The linear probe of the backbone as it is now."""

@@ -1,6 +1,9 @@
-"""Training image classifiers: the loop, checkpoints, distributed runs, analysis and plots."""
+"""What every task's training shares: the epoch loop, checkpoints, distributed runs, optimizers,
+progress bars, running metrics, batch sampling and the checked update step.
 
-from .analysis import elastic_sweep, residual_traces
+A task (`equilibria.tasks`) supplies its data, model and trainer; `tasks.run.run_task` runs it.
+"""
+
 from .checkpoint import (
     CheckpointError,
     Progress,
@@ -8,27 +11,23 @@ from .checkpoint import (
     load_checkpoint,
     restore_model,
     save_checkpoint,
+    stored_config,
 )
 from .distributed import Runtime
-from .engine import evaluate, train_step
+from .loop import EpochLoop, Outcome, TrainState
 from .metrics import Meter
-from .run import RunResult, train
-from .trainer import Trainer
 
 __all__ = [
     "CheckpointError",
+    "EpochLoop",
     "Meter",
+    "Outcome",
     "Progress",
-    "RunResult",
     "Runtime",
-    "Trainer",
-    "elastic_sweep",
-    "evaluate",
+    "TrainState",
     "find_checkpoint",
     "load_checkpoint",
-    "residual_traces",
     "restore_model",
     "save_checkpoint",
-    "train",
-    "train_step",
+    "stored_config",
 ]

@@ -8,7 +8,6 @@ of every finished epoch: everything needed to continue as if the run had never s
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -19,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EquilibriaError
+from ..config import Config
+from ..errors import ConfigError, EquilibriaError
+from ..files import atomic_write_bytes
 
 FORMAT = "equilibria-checkpoint"
 VERSION = 1
@@ -40,31 +41,6 @@ class Progress:
     global_step: int = 0
     train_seconds: float = 0.0
     finished: bool = False
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    try:  # make the rename itself durable (not possible on every platform)
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass
-    finally:
-        os.close(directory)
 
 
 def save_checkpoint(path: Path, **contents: Any) -> None:
@@ -171,3 +147,12 @@ def restore_model(model: nn.Module, weights: Mapping[str, torch.Tensor], source:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError) as error:
         raise CheckpointError(f"the weights in {source} cannot be loaded: {error}") from None
+
+
+def stored_config(path: Path, checkpoint: Mapping[str, Any]) -> Config:
+    """The config stored in `checkpoint` (read from `path`), with a clear error when this
+    version cannot read it."""
+    try:
+        return Config.from_dict(checkpoint["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"the config stored in {path} is not valid here: {error}") from None

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..files import write_jsonl
 from ..stability.draws import shared_draws
 from .checkpoint import FILENAME, CheckpointError, Progress, save_checkpoint
 from .distributed import Runtime
 from .equilibrium import residual_warning
 from .interrupt import StopRequest
-from .metrics import Meter, write_jsonl
+from .metrics import Meter
 from .optim import build_optimizer, build_scheduler
 from .progress import ProgressBar
 from .sampling import step_seed

@@ -1,16 +1,14 @@
-"""Running sums of training statistics, their epoch means, and the per-epoch metrics file."""
+"""Running sums of training statistics (the solver's among them) and their means over epochs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_bytes
+from ..deq import DEQStats
 from .distributed import Runtime
 
 
@@ -57,12 +55,19 @@ class Meter:
         return asdict(self)
 
 
-def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Write one JSON object per line, atomically (the whole file is rewritten)."""
-    text = "".join(json.dumps(record, sort_keys=False) + "\n" for record in records)
-    atomic_write_bytes(path, text.encode())
+def solve_sums(stats: DEQStats, samples_per_solve: int = 1) -> dict[str, float]:
+    """A step's solver sums for a `Meter`; each solved sample counts `samples_per_solve`
+    samples in the converged count (the positions of a sequence, say)."""
+    return {
+        "forward_nfe": stats.forward_nfe,
+        "backward_nfe": stats.backward_nfe or 0,
+        "residual": float(stats.forward.residual.float().mean()),
+        "converged": float(stats.converged.sum()) * samples_per_solve,
+        "jacobian": float(stats.jacobian_frobenius_sq or 0.0),
+    }
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write `value` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+def history_mean(history: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of `key` over the epochs of `history` that recorded it (None: none did)."""
+    values = [row[key] for row in history if row.get(key) is not None]
+    return sum(values) / len(values) if values else None

@@ -6,15 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..extras import require
+from ..files import pyplot, write_figure
 from .equilibrium import plot_residuals
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot with the file-only Agg backend (a clear error when it is missing)."""
-    matplotlib = require("matplotlib", "the plots of a run")
-    matplotlib.use("Agg")
-    return require("matplotlib.pyplot", "the plots of a run")
 
 
 def plot_nfe(axis: Any, history: Sequence[Mapping[str, Any]], evaluated: str, label: str) -> None:
@@ -33,8 +26,7 @@ def save_figure(plt: Any, figure: Any, axes: Sequence[Any], path: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    write_figure(figure, path)
 
 
 def plot_training_curves(
@@ -80,8 +72,7 @@ def plot_residual_traces(traces: Mapping[str, Mapping[str, Sequence[float]]], pa
     axis.grid(alpha=0.3, which="both")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    write_figure(figure, path)
 
 
 def plot_metric_vs_nfe(

@@ -1,4 +1,4 @@
-"""`equilibria train --task ssl`: contrastive pre-training of a backbone, then its linear probe.
+"""Contrastive pre-training as a task (`run.task=ssl`): a backbone, then its linear probe.
 
 The backbone ([model]: the MDEQ trunk, or the explicit ResNet trunk with model.arch=resnet) and
 a projection head are trained with the NT-Xent loss on two random views of each training image
@@ -7,76 +7,59 @@ a projection head are trained with the NT-Xent loss on two random views of each 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..config import Config, ConfigError
 from ..data import ImageData, load_data
+from ..files import write_json, write_jsonl
+from ..tasks import Task
 from ..training.checkpoint import CheckpointError
 from ..training.distributed import Runtime
 from ..training.equilibrium import equilibrium_summary
-from ..training.loop import StepHook
-from ..training.metrics import write_json, write_jsonl
-from ..training.report import SUMMARY, machine
-from ..training.run import RunResult, check_new_run, trained_in, write_run_config
+from ..training.metrics import history_mean
+from ..training.summary import SUMMARY, machine
 from .backbone import count_parameters
 from .model import ContrastiveModel, build_contrastive_model
 from .plots import plot_contrastive_curves
 from .trainer import ContrastiveTrainer
 
 
-def train(
-    config: Config,
-    out: Path,
-    runtime: Runtime | None = None,
-    *,
-    checkpoint: dict | None = None,
-    on_step: StepHook | None = None,
-    log: Callable[[str], None] = print,
-) -> RunResult:
-    """Pre-train the backbone `config` describes and probe it, writing everything into `out`.
-
-    With `checkpoint` (the contents of `load_checkpoint`), continue that run where it stopped.
-    Writes `config.json`, `metrics.jsonl`, `checkpoint.pt`, `curves.png` and `summary.json`.
-    """
-    started = time.perf_counter()
-    runtime = runtime or Runtime()
+def check(config: Config, runtime: Runtime, checkpoint: dict | None) -> None:
+    """One process, and a checkpoint to resume only from a contrastive run."""
     if runtime.distributed:
         raise ConfigError(
             "run.task=ssl runs in one process (the contrastive loss compares every pair in the "
             "batch); start it without torchrun"
         )
-    out = Path(out)
-    check_new_run(out, checkpoint)
     if checkpoint is not None and checkpoint.get("task") != "ssl":
         raise CheckpointError(
             "the checkpoint to resume is not from a contrastive (run.task=ssl) run"
         )
+
+
+def training_images(config: Config) -> ImageData:
+    """The data set [data] names (its labels serve the probe only)."""
     data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
-    data = data.with_train_samples(config.data.train_samples)
-    torch.manual_seed(config.run.seed)
-    model = build_contrastive_model(config, data.shape[0])
-    write_run_config(config, out, runtime)
-    trainer = ContrastiveTrainer(
-        config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
-    )
-    log(
+    return data.with_train_samples(config.data.train_samples)
+
+
+def contrastive_model(config: Config, data: ImageData) -> ContrastiveModel:
+    return build_contrastive_model(config, data.shape[0])
+
+
+def announce(config: Config, data: ImageData, trainer: ContrastiveTrainer, out: Path) -> str:
+    model = trainer.model
+    return (
         f"contrastive {config.model.arch} backbone ({count_parameters(model.backbone):,} "
         f"parameters, projection head {count_parameters(model.projector):,}) on {data.name} "
-        f"({len(data.train)} train / {len(data.test)} test images), {runtime.device}; "
+        f"({len(data.train)} train / {len(data.test)} test images), {trainer.runtime.device}; "
         f"writing to {out}"
     )
-    outcome = trainer.run()
-    result = RunResult(outcome.status, out, trainer.checkpoint_path, signal=outcome.signal)
-    if outcome.status == "interrupted":
-        return result
-    result.summary = finalize(config, data, model, trainer, out)
-    result.total_seconds = time.perf_counter() - started
-    s = result.summary
+
+
+def headline(summary: dict[str, Any]) -> str:
+    s = summary
     floor = (
         f" (random-init backbone {100 * s['init_probe_test_accuracy']:.2f}%)"
         if s["init_probe_test_accuracy"] is not None
@@ -88,22 +71,14 @@ def train(
         if s["train_first_forward_nfe"] is not None
         else ""
     )
-    result.headline = (
-        f"linear-probe test accuracy {100 * s['probe_test_accuracy']:.2f}%{floor}{nfe}, "
-        f"{trained_in(s['train_seconds'], result.total_seconds)}"
-    )
-    return result
+    return f"linear-probe test accuracy {100 * s['probe_test_accuracy']:.2f}%{floor}{nfe}"
 
 
 def finalize(
-    config: Config,
-    data: ImageData,
-    model: ContrastiveModel,
-    trainer: ContrastiveTrainer,
-    out: Path,
+    config: Config, data: ImageData, trainer: ContrastiveTrainer, out: Path
 ) -> dict[str, Any]:
     """Probe the trained backbone, plot, and write `summary.json`."""
-    state = trainer.state
+    state, model = trainer.state, trainer.model
     probe = trainer.probe()
     history = state.history
     history[-1]["probe_test_accuracy"] = probe["test_accuracy"]
@@ -121,11 +96,11 @@ def finalize(
         "equilibrium": equilibrium_summary(history, "probe_test", config.deq.residual_warning),
         "final_train_loss": history[-1]["train_loss"],
         "final_contrastive_accuracy": history[-1]["train_contrastive_accuracy"],
-        "train_first_forward_nfe": _mean(history, "first_forward_nfe"),
-        "train_second_forward_nfe": _mean(history, "second_forward_nfe"),
-        "train_first_residual": _mean(history, "first_residual"),
-        "train_second_residual": _mean(history, "second_residual"),
-        "train_backward_nfe": _mean(history, "train_backward_nfe"),
+        "train_first_forward_nfe": history_mean(history, "first_forward_nfe"),
+        "train_second_forward_nfe": history_mean(history, "second_forward_nfe"),
+        "train_first_residual": history_mean(history, "first_residual"),
+        "train_second_residual": history_mean(history, "second_residual"),
+        "train_backward_nfe": history_mean(history, "train_backward_nfe"),
         "reuse": config.ssl.reuse and model.is_equilibrium,
         "train_seconds": state.progress.train_seconds,
         "epochs": history[-1]["epoch"],
@@ -149,6 +124,15 @@ def finalize(
     return summary
 
 
-def _mean(history: list[dict[str, Any]], key: str) -> float | None:
-    values = [row[key] for row in history if row.get(key) is not None]
-    return sum(values) / len(values) if values else None
+TASK = Task(
+    name="ssl",
+    noun="a contrastive backbone",
+    section="ssl",
+    load_data=training_images,
+    build_model=contrastive_model,
+    trainer=ContrastiveTrainer,
+    announce=announce,
+    finalize=finalize,
+    headline=headline,
+    check=check,
+)

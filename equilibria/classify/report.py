@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..config import Config
 from ..data import ImageData
+from ..files import write_json
+from ..training.distributed import Runtime
+from ..training.equilibrium import equilibrium_summary
+from ..training.metrics import history_mean
+from ..training.plots import plot_accuracy_vs_nfe, plot_residual_traces, plot_training_curves
+from ..training.summary import SUMMARY, machine
 from .analysis import elastic_sweep, residual_traces
-from .distributed import Runtime
-from .equilibrium import equilibrium_summary
-from .metrics import write_json
-from .plots import plot_accuracy_vs_nfe, plot_residual_traces, plot_training_curves
-
-SUMMARY = "summary.json"
-
-
-def machine() -> dict[str, Any]:
-    """The machine a number was measured on."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average": [round(v, 2) for v in load] if load else None,
-    }
 
 
 def finalize(
@@ -73,8 +56,8 @@ def finalize(
         "epochs": final["epoch"],
         "steps": final["step"],
         "train_accuracy": final["train_accuracy"],
-        "train_mean_forward_nfe": _mean(history, "train_forward_nfe"),
-        "train_mean_backward_nfe": _mean(history, "train_backward_nfe"),
+        "train_mean_forward_nfe": history_mean(history, "train_forward_nfe"),
+        "train_mean_backward_nfe": history_mean(history, "train_backward_nfe"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "model": config.model.arch,
         "dataset": data.name,
@@ -105,8 +88,3 @@ def finalize(
         )
     write_json(out / SUMMARY, summary)
     return summary
-
-
-def _mean(history: list[dict[str, Any]], key: str) -> float | None:
-    values = [row[key] for row in history if row.get(key) is not None]
-    return sum(values) / len(values) if values else None

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ..data import ImageData
-from .distributed import Runtime
-from .engine import autocast, evaluate
+from ..training.distributed import Runtime
+from ..training.step import autocast
+from .engine import evaluate
 
 TRACE_SOLVERS = ("picard", "anderson", "broyden")
 

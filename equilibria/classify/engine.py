@@ -1,8 +1,8 @@
-"""One training step and one evaluation pass, with the solver statistics they produce."""
+"""One classification training step and one evaluation pass, with the solver statistics they
+produce."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -10,62 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData, ImageSplit
-from ..deq import DEQStats
-from ..errors import NonFiniteError
-from .distributed import Runtime
-from .sampling import shard
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast for precision "bf16", a no-op context for "fp32"."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def penalized(loss: torch.Tensor, *solves: DEQStats | None) -> torch.Tensor:
-    """`loss` plus the auxiliary losses (Jacobian penalty, initializer fit) of each solve
-    (None: no solve) that has them."""
-    total = loss
-    for stats in solves:
-        extra = stats.auxiliary_loss if stats is not None else None
-        if extra is not None:
-            total = total + extra.float()
-    return total
-
-
-def update(
-    total: torch.Tensor,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    *,
-    grad_clip: float = 0.0,
-    what: str = "training loss",
-) -> None:
-    """Backpropagate `total` (refused when not finite: the model diverged), clip the gradient
-    norm of `model` to `grad_clip` (when positive), and step the optimizer and schedule."""
-    if not bool(torch.isfinite(total)):
-        raise NonFiniteError(
-            f"the {what} became {float(total)} (the model diverged); lower optim.lr, "
-            "set optim.grad_clip, or add a Jacobian penalty (deq.jacobian_gamma)"
-        )
-    total.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()
-
-
-def solve_sums(stats: DEQStats, samples_per_solve: int = 1) -> dict[str, float]:
-    """A step's solver sums for a `Meter`; each solved sample counts `samples_per_solve`
-    samples in the converged count (the positions of a sequence, say)."""
-    return {
-        "forward_nfe": stats.forward_nfe,
-        "backward_nfe": stats.backward_nfe or 0,
-        "residual": float(stats.forward.residual.float().mean()),
-        "converged": float(stats.converged.sum()) * samples_per_solve,
-        "jacobian": float(stats.jacobian_frobenius_sq or 0.0),
-    }
+from ..training.distributed import Runtime
+from ..training.metrics import solve_sums
+from ..training.sampling import shard
+from ..training.step import autocast, penalized, update
 
 
 def train_step(

@@ -1,4 +1,8 @@
-"""A whole training run: data, model, training (or its resumption), then the report."""
+"""A whole training run of any task: checks, data, model, training (or its resumption), report.
+
+`run_task` is the one sequence every task goes through; what differs between tasks comes from
+their `Task` (see `contract`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,11 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..data import load_data
-from ..models import build_model
-from .checkpoint import FILENAME, CheckpointError
-from .distributed import Runtime
-from .loop import StepHook
-from .metrics import write_json
-from .report import finalize
-from .trainer import Trainer
+from ..files import write_json
+from ..training.checkpoint import FILENAME, CheckpointError
+from ..training.distributed import Runtime
+from ..training.loop import StepHook
+from . import get_task
 
 
 @dataclass
@@ -56,7 +57,7 @@ def trained_in(train_seconds: float, total_seconds: float) -> str:
     return f"trained in {train_seconds:.1f} s ({total_seconds:.1f} s in all)"
 
 
-def train(
+def run_task(
     config: Config,
     out: Path,
     runtime: Runtime | None = None,
@@ -65,52 +66,36 @@ def train(
     on_step: StepHook | None = None,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train the model `config` describes, writing everything into `out`.
+    """Train the task `config.run.task` as `config` describes, writing everything into `out`.
 
     With `checkpoint` (the contents of `load_checkpoint`), continue that run where it stopped.
-    Rank 0 writes `config.json`, `metrics.jsonl`, `checkpoint.pt`, the plots and `summary.json`.
+    Rank 0 writes `config.json`, `metrics.jsonl`, `checkpoint.pt`, the task's plots and
+    `summary.json`.
     """
     started = time.perf_counter()
+    task = get_task(config.run.task)
     runtime = runtime or Runtime()
     out = Path(out)
+    if task.check is not None:
+        task.check(config, runtime, checkpoint)
     check_new_run(out, checkpoint)
-    data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
-    data = data.with_train_samples(config.data.train_samples)
+    data = task.load_data(config)
     torch.manual_seed(config.run.seed)
-    model = build_model(config, data.shape, data.classes)
+    model = task.build_model(config, data)
     write_run_config(config, out, runtime)
-    trainer = Trainer(
+    trainer = task.trainer(
         config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
     )
     if runtime.is_main:
-        parameters = sum(p.numel() for p in model.parameters())
-        where = (
-            f"{runtime.world_size} processes on {runtime.device.type}"
-            if runtime.distributed
-            else str(runtime.device)
-        )
-        log(
-            f"{config.model.arch} ({parameters:,} parameters) on {data.name} "
-            f"({len(data.train)} train / {len(data.test)} test), {where}; writing to {out}"
-        )
+        log(task.announce(config, data, trainer, out))
     outcome = trainer.run()
     result = RunResult(outcome.status, out, trainer.checkpoint_path, signal=outcome.signal)
     if outcome.status == "finished":
-        result.summary = finalize(
-            config,
-            data,
-            trainer.tested_model,
-            runtime,
-            out,
-            outcome.state.history,
-            outcome.state.progress.train_seconds,
-        )
+        result.summary = task.finalize(config, data, trainer, out)
     result.total_seconds = time.perf_counter() - started
     if result.summary is not None:
         s = result.summary
-        nfe = f", mean forward NFE {s['mean_forward_nfe']:.1f}" if s["mean_forward_nfe"] else ""
         result.headline = (
-            f"test accuracy {100 * s['test_accuracy']:.2f}%{nfe}, "
-            f"{trained_in(s['train_seconds'], result.total_seconds)}"
+            f"{task.headline(s)}, {trained_in(s['train_seconds'], result.total_seconds)}"
         )
     return result

@@ -10,12 +10,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ImageData, random_flip, random_shift
-from .averaging import WeightAverage
-from .checkpoint import CheckpointError, restore_model
+from ..training.averaging import WeightAverage
+from ..training.checkpoint import CheckpointError, restore_model
+from ..training.loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
+from ..training.reuse import FixedPointStore
+from ..training.sampling import steps_per_epoch, train_batches
 from .engine import evaluate, train_step
-from .loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
-from .reuse import FixedPointStore
-from .sampling import steps_per_epoch, train_batches
 
 __all__ = ["Outcome", "StepHook", "TrainState", "Trainer"]
 
@@ -37,8 +37,7 @@ class Trainer(EpochLoop[ImageData]):
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
-        black = [(0.0 - m) / s for m, s in zip(data.mean, data.std, strict=True)]
-        self.fill = torch.tensor(black, device=runtime.device)
+        self.fill = data.black(runtime.device)
         self.fixed_points = (
             FixedPointStore(len(data.train), runtime.device) if self.config.deq.reuse else None
         )
