@@ -143,10 +143,16 @@ def test_config_builds_the_described_model_and_deq():
         model(x).sum().backward()
         pretraining.append(model.stats.pretraining)
     assert pretraining == [True, True, False]
-    implicit = deq_options(Config().override(["deq.backward_max_iter=5", "deq.backward_tol=1e-6"]))
+    implicit = deq_options(
+        Config().override(
+            ["deq.backward=implicit", "deq.backward_max_iter=5", "deq.backward_tol=1e-6"]
+        )
+    )
     assert implicit["backward"].max_iter == 5 and implicit["backward"].tol == 1e-6
     assert implicit["backward"].solver is None  # the default damped fixed-point iteration
-    anderson = deq_options(Config().override(["deq.backward_solver=anderson"]))["backward"]
+    anderson = deq_options(
+        Config().override(["deq.backward=implicit", "deq.backward_solver=anderson"])
+    )["backward"]
     assert anderson.solver == eq.Anderson()
 
 

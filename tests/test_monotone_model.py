@@ -13,6 +13,7 @@ def test_the_config_builds_a_monotone_classifier_whose_solves_converge():
     config = Config().override(
         [
             "model.arch=monotone",
+            "deq.backward=implicit",
             "deq.solver=peaceman_rachford",
             "deq.max_iter=100",
             "deq.backward_max_iter=100",

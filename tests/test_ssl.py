@@ -193,7 +193,9 @@ def test_the_model_gives_the_same_projections_with_and_without_reuse():
 @pytest.mark.parametrize("arch", ["mdeq", "resnet"])
 def test_a_contrastive_step_updates_the_model_and_reports_both_views(arch):
     torch.manual_seed(0)
-    config = Config().override([f"arch={arch}", "channels=4,4", "expansion=1"])
+    config = Config().override(
+        [f"arch={arch}", "channels=4,4", "expansion=1", "deq.backward=implicit"]
+    )
     model = build_contrastive_model(config, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = [p.detach().clone() for p in model.parameters()]

@@ -23,7 +23,15 @@ from ..registry import register
 from ..report import Check, Column, Section, Table
 from ..train_runs import TRAINING_MODULES, run_cli
 
-TEST_CAP = ("deq.eval_max_iter=100", "run.sweep=1", "run.progress=false", "run.threads=1")
+# the recipe these models were measured with: implicit gradients, no Jacobian penalty
+TEST_CAP = (
+    "deq.eval_max_iter=100",
+    "run.sweep=1",
+    "run.progress=false",
+    "run.threads=1",
+    "deq.backward=implicit",
+    "deq.jacobian_gamma=0",
+)
 MODELS: dict[str, tuple[str, ...]] = {
     "MDEQ": ("model.arch=mdeq",),
     # Anderson reaches the (unique) equilibrium of the trained monotone cell in fewer

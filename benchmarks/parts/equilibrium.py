@@ -92,7 +92,7 @@ def defaults_jobs(config: BenchConfig) -> dict[str, tuple[tuple[str, ...], int |
 @register(
     "equilibrium-defaults",
     "Default recipes at equilibrium: digits, language model, contrastive",
-    order=206,
+    order=204,
     requires=TRAINING_MODULES,
 )
 def run_defaults(config: BenchConfig) -> Section:

@@ -87,7 +87,10 @@ class DEQConfig(Section):
         12, "iteration cap at test time (none: as max_iter)", minimum=1
     )
     backward: str = option(
-        "implicit", "gradient: implicit, phantom or onestep", choices=TRAIN_BACKWARDS
+        "onestep",
+        "gradient: onestep (one differentiated cell application at the fixed point; cheap, "
+        "inexact), implicit (the adjoint solve) or phantom",
+        choices=TRAIN_BACKWARDS,
     )
     backward_solver: str | None = option(
         None,
@@ -104,9 +107,11 @@ class DEQConfig(Section):
     phantom_tau: float = option(0.6, "phantom only: damping", above=0.0, maximum=1.0)
     pretrain_steps: int = option(0, "training steps of unrolled pretraining first", minimum=0)
     pretrain_depth: int = option(6, "cell applications in unrolled pretraining", minimum=1)
-    jacobian_gamma: float = option(0.0, "weight of the Jacobian penalty (0: off)", minimum=0.0)
+    jacobian_gamma: float = option(
+        2.0, "weight of the Jacobian penalty, which keeps solves converging (0: off)", minimum=0.0
+    )
     jacobian_p: float = option(
-        1.0, "fraction of steps computing the penalty", minimum=0.0, maximum=1.0
+        0.2, "fraction of steps computing the penalty", minimum=0.0, maximum=1.0
     )
     iteration_jitter: int = option(
         0, "training caps drawn from [max_iter - jitter, max_iter]", minimum=0
