@@ -9,8 +9,9 @@ from tiny_runs import tiny
 
 from equilibria.training import load_checkpoint
 
-# no augmentation or dropout (their random draws differ per process by design) and tolerance 0
-# (every solve runs its full cap), so each sample's computation is the same in both runs
+# no augmentation, dropout or Jacobian-penalty probes (their random draws differ per process by
+# design) and tolerance 0 (every solve runs its full cap), so each sample's computation is the
+# same in both runs
 SETTINGS = tiny(
     "optim.epochs=1",
     "data.train_samples=64",
@@ -18,6 +19,7 @@ SETTINGS = tiny(
     "data.shift=0",
     "model.dropout=0",
     "deq.tol=0",
+    "deq.jacobian_gamma=0",
     "optim.optimizer=sgd",
     "optim.lr=0.05",
     "run.sweep=1",
