@@ -73,12 +73,21 @@ def merge(previous: Report | None, latest: Report) -> Report:
 
 
 def glance(report: Report) -> list[str]:
-    """One markdown line per target check of the report."""
-    return [
-        f"- {section.title}: {check.target}: **{check.verdict}** ({check.measured})"
-        for section in report.sections
-        for check in section.checks
-    ]
+    """One markdown line per section with targets: how many were met, and each one that was
+    not, with what was measured."""
+    lines = []
+    for section in report.sections:
+        if not section.checks:
+            continue
+        met = sum(check.passed is True for check in section.checks)
+        missed = [
+            f"{check.target}: **{check.verdict}** ({check.measured})"
+            for check in section.checks
+            if check.passed is not True
+        ]
+        line = f"- {section.title}: {met} of {len(section.checks)} targets met"
+        lines.append(line + ("; " + "; ".join(missed) if missed else ""))
+    return lines
 
 
 def write_docs(report: Report, out: Path, docs_path: Path, readme: Path | None = None) -> Report:

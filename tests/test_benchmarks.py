@@ -499,8 +499,8 @@ def test_docs_keep_other_parts_and_rewrite_the_readme_summary(tmp_path):
     assert "day 3" in text and "day 2" in text
     summary = readme.read_text()
     assert "old text" not in summary and summary.endswith(f"{README_END}\n\n## After\n")
-    assert "a target: **met** (x = 2.0)" in summary
-    assert "b target: **NOT met** (x = 5.0)" in summary
+    assert "1 of 1 targets met\n" in summary  # a met target is counted
+    assert "0 of 1 targets met; b target: **NOT met** (x = 5.0)" in summary
 
 
 @pytest.mark.slow
