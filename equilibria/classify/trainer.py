@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import ImageData, random_flip, random_shift
 from ..training.averaging import WeightAverage
 from ..training.checkpoint import CheckpointError, restore_model
-from ..training.loop import EpochLoop, Outcome, StepHook, TrainState, solver_means
+from ..training.loop import EpochLoop, Outcome, StepHook, TrainState, solve_parts, solver_means
 from ..training.reuse import FixedPointStore
 from ..training.sampling import steps_per_epoch, train_batches
 from .engine import evaluate, train_step
@@ -130,10 +130,4 @@ class Trainer(EpochLoop[ImageData]):
             f"train {100 * record['train_accuracy']:.2f}%",
             f"test {100 * record['test_accuracy']:.2f}%",
         ]
-        if record.get("train_forward_nfe") is not None:
-            parts.append(
-                f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
-                f"(test {record['test_forward_nfe']:.1f})"
-            )
-            parts.append(f"res {record['train_residual']:.1e}")
-        return parts
+        return parts + solve_parts(record, "test")

@@ -14,7 +14,7 @@ import torch
 
 from ..data.text import TextData
 from ..training.checkpoint import CheckpointError, restore_model
-from ..training.loop import EpochLoop, solver_means
+from ..training.loop import EpochLoop, solve_parts, solver_means
 from ..training.sampling import step_seed
 from .engine import LN2, evaluate, train_step
 
@@ -110,9 +110,4 @@ class LMTrainer(EpochLoop[TextData]):
             f"val {record['val_bpc']:.3f} bpc",
             f"val accuracy {100 * record['val_accuracy']:.1f}%",
         ]
-        if record.get("train_forward_nfe") is not None:
-            parts.append(
-                f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
-                f"(val {record['val_forward_nfe']:.1f})"
-            )
-        return parts
+        return parts + solve_parts(record, "val")

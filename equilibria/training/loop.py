@@ -57,6 +57,19 @@ class Outcome:
     signal: str | None = None
 
 
+def solve_parts(record: dict[str, Any], evaluated: str) -> list[str]:
+    """The epoch line's solver parts: forward / backward NFE of the training steps and the
+    forward NFE of the evaluation whose keys start with `evaluated`, then the training solves'
+    mean residual; none for a model without solves."""
+    if record.get("train_forward_nfe") is None:
+        return []
+    return [
+        f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
+        f"({evaluated} {record[f'{evaluated}_forward_nfe']:.1f})",
+        f"res {record['train_residual']:.1e}",
+    ]
+
+
 def solver_means(model: nn.Module, means: dict[str, float]) -> dict[str, float]:
     """`means` without the solver statistics when `model` runs no solver (an explicit model)."""
     if getattr(model, "stats", None) is not None:
