@@ -15,9 +15,15 @@ def fake_summary(out: Path, overrides: tuple[str, ...], threads: int | None = 1)
     reuse = "deq.reuse=true" in overrides
     resnet = "model.arch=resnet" in overrides
     blocks = next((int(o.split("=")[1]) for o in overrides if "resnet_blocks" in o), 0)
+    residuals = (5e-4, 3e-3, 2e-2) if previous else (5e-4, 3e-4, 4e-4)
     history = [
-        {"epoch": e, "test_accuracy": 0.9 + 0.03 * e, "train_seconds": 10.0 * e}
-        for e in range(1, 4)
+        {
+            "epoch": e,
+            "test_accuracy": 0.9 + 0.03 * e,
+            "train_seconds": 10.0 * e,
+            "train_residual": r,
+        }
+        for e, r in zip(range(1, 4), residuals, strict=True)
     ]
     eq = {
         "train_residual_first": 5e-4,
@@ -72,11 +78,24 @@ def test_defaults_part_judges_each_recipe(faked, tmp_path):
 
 
 def test_residual_kept_allows_the_tolerance_and_refuses_growth():
-    grown = {"equilibrium": {"train_residual_first": 1e-4, "train_residual_final": 5e-3}}
-    below = {"equilibrium": {"train_residual_first": 1e-4, "train_residual_final": 5e-4}}
-    fell = {"equilibrium": {"train_residual_first": 2e-2, "train_residual_final": 1e-2}}
-    assert not equilibrium.residual_kept(grown, 1e-3)
-    assert equilibrium.residual_kept(below, 1e-3) and equilibrium.residual_kept(fell, 1e-3)
+    def run(*residuals):
+        return {"history": [{"train_residual": r} for r in residuals]}
+
+    assert not equilibrium.residual_kept(run(7e-3, 3e-4, 5e-3), 1e-3)  # a warm-up is no excuse
+    assert equilibrium.residual_kept(run(3e-3, 1e-4, 5e-4), 1e-3)  # grew, but below tolerance
+    assert equilibrium.residual_kept(run(3e-2, 1e-2, 1.5e-2), 1e-3)  # within twice the lowest
+    assert not equilibrium.residual_kept(run(3e-2, 1e-2, 2.5e-2), 1e-3)
+
+
+def test_a_finished_run_in_the_folder_is_read_not_repeated(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text('{"test_accuracy": 0.5}')
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    monkeypatch.setattr(equilibrium, "run_cli", lambda *a, **k: pytest.fail("ran again"))
+    result = equilibrium.train(out, ())
+    assert result["test_accuracy"] == 0.5 and result["history"] == [{"epoch": 1}]
+    assert result["wall_seconds"] is None
 
 
 def test_reuse_part_reports_time_to_the_shared_target(faked, tmp_path):
