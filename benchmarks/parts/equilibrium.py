@@ -137,6 +137,8 @@ def run_defaults(config: BenchConfig) -> Section:
             "digits": f"`equilibria train run.seed=S` (seeds {', '.join(map(str, seeds))}), "
             "alone on the machine with torch's threads",
             "lm, ssl": "`equilibria train --task lm|ssl`, two runs at a time, one thread each",
+            "lm text": " ".join(text_overrides())
+            or "the default (Python's pydoc topics; Tiny Shakespeare was not found)",
             "previous default": " ".join(PREVIOUS_DEFAULTS),
         },
     )
