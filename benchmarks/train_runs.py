@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +75,22 @@ def step_memory(overrides: list[str], data_dir: Path, batch: int) -> dict[str, A
         "saved_mb": saved.bytes / 2**20,
         "peak_mb": None if peak is None else peak / 2**20,
     }
+
+
+def epoch_records(out: Path) -> list[dict[str, Any]]:
+    """The epoch records (`metrics.jsonl`) of the training run in `out`."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def in_pairs(jobs: dict[Any, Callable[[], dict[str, Any]]]) -> dict[Any, dict[str, Any]]:
+    """Run `jobs` two at a time (two cores, one thread each: every run shares the machine
+    alike); their results by key."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(job) for key, job in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """The mean of `values` and their sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

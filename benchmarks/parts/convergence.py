@@ -11,9 +11,8 @@ the MDEQs with Anderson at the default caps (8 forward, 8 adjoint).
 
 from __future__ import annotations
 
-import json
 import statistics
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ..config import BenchConfig
 from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available
 from ..registry import register
 from ..report import Check, Column, Section, Table
-from ..train_runs import TRAINING_MODULES, run_cli
+from ..train_runs import TRAINING_MODULES, epoch_records, in_pairs, mean_and_spread, run_cli
 
 # the recipe these models were measured with: implicit gradients, no Jacobian penalty
 TEST_CAP = (
@@ -62,14 +61,9 @@ def datasets(config: BenchConfig) -> dict[str, tuple[str, ...]]:
 def train_one(out: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
     """One training run's summary, with the mean fraction of converged training solves."""
     summary, _ = run_cli(out, [*overrides, *TEST_CAP])
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line]
+    rows = epoch_records(out)
     summary["train_converged_mean"] = statistics.fmean(r["train_converged"] for r in rows)
     return summary
-
-
-def mean_and_spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 @register(
@@ -90,12 +84,12 @@ def run(config: BenchConfig) -> Section:
     }
     folder = config.out / "convergence"
     # two runs at a time on two cores, one thread each: every model shares the machine alike
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {
-            key: pool.submit(train_one, folder / "-".join(map(str, key)).replace(" ", "_"), o)
+    results = in_pairs(
+        {
+            key: partial(train_one, folder / "-".join(map(str, key)).replace(" ", "_"), o)
             for key, o in jobs.items()
         }
-        results = {key: future.result() for key, future in futures.items()}
+    )
     section.settings = {
         "seeds": ", ".join(map(str, seeds)),
         "runs": "two at a time, one thread each",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,14 @@ from ..config import BenchConfig
 from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available, text_overrides
 from ..registry import register
 from ..report import Check, Column, Section, Table
-from ..train_runs import TRAINING_MODULES, run_cli, step_memory
+from ..train_runs import (
+    TRAINING_MODULES,
+    epoch_records,
+    in_pairs,
+    mean_and_spread,
+    run_cli,
+    step_memory,
+)
 
 # the defaults this tree changed, set back to what they were: the "previous default" rows
 PREVIOUS_DEFAULTS = (
@@ -39,12 +44,6 @@ COMPETITIVE_TIME = 2.0  # the MDEQ in at most 2x the best explicit network's tra
 COMPETITIVE_MEMORY = 0.5  # and at most half the activations of one as accurate
 
 
-def rows(out: Path) -> list[dict[str, Any]]:
-    """The epoch records of a run."""
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line]
-
-
 WALL = "wall_seconds.json"
 
 
@@ -56,27 +55,15 @@ def train(out: Path, overrides: tuple[str, ...], threads: int | None = 1) -> dic
     if (out / "summary.json").exists():
         summary = json.loads((out / "summary.json").read_text())
         wall = json.loads((out / WALL).read_text()) if (out / WALL).exists() else None
-        return {**summary, "wall_seconds": wall, "history": rows(out)}
+        return {**summary, "wall_seconds": wall, "history": epoch_records(out)}
     summary, seconds = run_cli(out, ["run.progress=false", *overrides], threads=threads)
     (out / WALL).write_text(json.dumps(seconds))
-    return {**summary, "wall_seconds": seconds, "history": rows(out)}
+    return {**summary, "wall_seconds": seconds, "history": epoch_records(out)}
 
 
 def slug(text: str) -> str:
     """A folder name for a run's label."""
     return text.replace(", ", "-").replace(",", "").replace(" ", "_")
-
-
-def in_pairs(jobs: dict[Any, Callable[[], dict[str, Any]]]) -> dict[Any, dict[str, Any]]:
-    """Run `jobs` two at a time (two cores, one thread each: every run shares the machine
-    alike)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {key: pool.submit(job) for key, job in jobs.items()}
-        return {key: future.result() for key, future in futures.items()}
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def residual_kept(result: dict[str, Any], tol: float) -> bool:
@@ -186,8 +173,8 @@ def run_defaults(config: BenchConfig) -> Section:
         add(name, result, probe, "probe_test_converged", "probe_forward_nfe")
     section.tables.append(table)
 
-    accuracy = mean_sd([r["test_accuracy"] for r in digits.values()])
-    seconds = mean_sd([r["wall_seconds"] for r in digits.values()])
+    accuracy = mean_and_spread([r["test_accuracy"] for r in digits.values()])
+    seconds = mean_and_spread([r["wall_seconds"] for r in digits.values()])
     lm, lm_before = others["lm, default"], others["lm, previous default"]
     recipes = {"digits": list(digits.values()), "lm": [lm], "ssl": [others["ssl, default"]]}
     converged_key = {
@@ -477,8 +464,8 @@ def run_mnist(config: BenchConfig) -> Section:
     summary: dict[str, dict[str, float]] = {}
     for name, options in models.items():
         runs = [results[(name, seed)] for seed in seeds]
-        accuracy = mean_sd([100 * r["test_accuracy"] for r in runs])
-        seconds = mean_sd([r["train_seconds"] for r in runs])
+        accuracy = mean_and_spread([100 * r["test_accuracy"] for r in runs])
+        seconds = mean_and_spread([r["train_seconds"] for r in runs])
         memory = step_memory([*common, *options], SHARED_DATA, batch)
         summary[name] = {"accuracy": accuracy[0], "seconds": seconds[0], **memory}
         converged = [r["test_converged"] for r in runs if r.get("test_converged") is not None]
