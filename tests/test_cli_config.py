@@ -64,6 +64,31 @@ def test_bad_overrides_are_errors_that_say_what_is_valid(override, message):
         Config().override([override])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["deq.backward_max_iter=60"],
+            r"deq.backward_max_iter=60 only applies with deq.backward=implicit, and this config "
+            r"trains with deq.backward=onestep",
+        ),
+        (
+            ["deq.backward=phantom", "deq.backward_solver=anderson", "deq.backward_tol=1e-05"],
+            r"deq.backward_solver=anderson, deq.backward_tol=1e-05 only applies with "
+            r"deq.backward=implicit.*leave them out",
+        ),
+        (["deq.phantom_tau=0.5"], r"deq.phantom_tau=0.5 only applies with deq.backward=phantom"),
+    ],
+)
+def test_settings_of_another_gradient_are_refused_not_ignored(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().override(overrides)
+    backward = "phantom" if "phantom_tau" in overrides[0] else "implicit"
+    settings = [o for o in overrides if not o.startswith("deq.backward=")]
+    config = Config().override([f"deq.backward={backward}", *settings])
+    assert config.deq.backward == backward
+
+
 def test_files_with_unknown_sections_or_keys_are_rejected(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key model.chanels .*valid keys in"):
         Config.from_dict({"model": {"chanels": [4]}})

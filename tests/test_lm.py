@@ -29,7 +29,6 @@ TINY_LM = [
     "data.batch_size=4",
     "deq.max_iter=4",
     "deq.eval_max_iter=6",
-    "deq.backward_max_iter=4",
     "run.threads=1",
     "run.progress=false",
 ]

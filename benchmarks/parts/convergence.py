@@ -20,7 +20,14 @@ from ..config import BenchConfig
 from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available
 from ..registry import register
 from ..report import Check, Column, Section, Table
-from ..train_runs import TRAINING_MODULES, epoch_records, in_pairs, mean_and_spread, run_cli
+from ..train_runs import (
+    IMPLICIT_RECIPE,
+    TRAINING_MODULES,
+    epoch_records,
+    in_pairs,
+    mean_and_spread,
+    run_cli,
+)
 
 # the recipe these models were measured with: implicit gradients, no Jacobian penalty
 TEST_CAP = (
@@ -28,8 +35,7 @@ TEST_CAP = (
     "run.sweep=1",
     "run.progress=false",
     "run.threads=1",
-    "deq.backward=implicit",
-    "deq.jacobian_gamma=0",
+    *IMPLICIT_RECIPE,
 )
 MODELS: dict[str, tuple[str, ...]] = {
     "MDEQ": ("model.arch=mdeq",),

@@ -22,6 +22,7 @@ from ..datasets import MNIST_COMMON, SHARED_DATA, mnist_available, text_override
 from ..registry import register
 from ..report import Check, Column, Section, Table
 from ..train_runs import (
+    IMPLICIT_RECIPE,
     TRAINING_MODULES,
     epoch_records,
     in_pairs,
@@ -31,11 +32,7 @@ from ..train_runs import (
 )
 
 # the defaults this tree changed, set back to what they were: the "previous default" rows
-PREVIOUS_DEFAULTS = (
-    "deq.backward=implicit",
-    "deq.jacobian_gamma=0",
-    "deq.jacobian_p=1",
-)
+PREVIOUS_DEFAULTS = (*IMPLICIT_RECIPE, "deq.jacobian_p=1")
 DIGITS_ACCURACY = 0.992  # mean over three seeds
 DIGITS_SECONDS = 60.0  # the whole default command, on the 2-core machine
 CONVERGED = 0.95  # share of test solves below tolerance within the test cap
@@ -228,14 +225,13 @@ def run_defaults(config: BenchConfig) -> Section:
 
 # --- which tool keeps the equilibrium, at what cost ----------------------------------------
 
-IMPLICIT = ("deq.backward=implicit", "deq.jacobian_gamma=0")
 TOOLKIT: dict[str, tuple[str, ...]] = {
     "nothing (previous default)": PREVIOUS_DEFAULTS,
-    "training cap 16 (twice the default)": (*IMPLICIT, "deq.max_iter=16"),
+    "training cap 16 (twice the default)": (*IMPLICIT_RECIPE, "deq.max_iter=16"),
     "Jacobian penalty, gamma 2, p 0.2": ("deq.backward=implicit", "deq.jacobian_gamma=2"),
     "Jacobian penalty, gamma 8, p 0.2": ("deq.backward=implicit", "deq.jacobian_gamma=8"),
-    "jointly trained initializer": (*IMPLICIT, "deq.init=joint"),
-    "reuse across epochs": (*IMPLICIT, "deq.reuse=true"),
+    "jointly trained initializer": (*IMPLICIT_RECIPE, "deq.init=joint"),
+    "reuse across epochs": (*IMPLICIT_RECIPE, "deq.reuse=true"),
     "one-step gradient": ("deq.jacobian_gamma=0",),
     "one-step gradient + Jacobian penalty, gamma 2, p 0.2 (default)": (),
 }

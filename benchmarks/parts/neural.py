@@ -50,7 +50,7 @@ from ..report import Check, Column, Figure, Section, Table
 from ..residuals import best_residuals, evaluations_to
 from ..solver_sets import classical_solvers
 from ..timing import CLOCKS, interleaved
-from ..train_runs import train_model
+from ..train_runs import IMPLICIT_RECIPE, train_model
 
 NFE_TARGET = 2.0  # at least 2x fewer evaluations than the best classical solver
 TIME_TARGET = 1.5  # and 1.5x less time
@@ -110,6 +110,7 @@ class Settings:
             "lm.steps_per_epoch=100",
             "lm.eval_chars=8192",
             "deq.max_iter=6",
+            *IMPLICIT_RECIPE,
             "deq.backward_max_iter=6",
             "deq.eval_max_iter=20",
         )

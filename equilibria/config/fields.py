@@ -136,6 +136,19 @@ class Section:
     def check(self) -> None:
         """Checks that involve several fields (override in sections that need them)."""
 
+    def changed(self, names: tuple[str, ...]) -> list[str]:
+        """The keys among `names` whose values differ from their defaults, as 'section.k=v'."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        changed = []
+        for name in names:
+            field = fields[name]
+            default = (
+                field.default_factory() if field.default is dataclasses.MISSING else field.default
+            )
+            if getattr(self, name) != default:
+                changed.append(f"{self.name}.{name}={getattr(self, name)}")
+        return changed
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]

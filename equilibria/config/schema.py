@@ -71,6 +71,13 @@ class ModelConfig(Section):
             raise ConfigError("model.channels needs at least one entry (one per resolution)")
 
 
+# the settings that only one gradient uses: given with another, they would be silently ignored
+SETTINGS_OF_BACKWARD = {
+    "implicit": ("backward_solver", "backward_tol", "backward_max_iter"),
+    "phantom": ("phantom_steps", "phantom_tau"),
+}
+
+
 @dataclass(frozen=True)
 class DEQConfig(Section):
     name: ClassVar[str] = "deq"
@@ -135,6 +142,14 @@ class DEQConfig(Section):
     )
 
     def check(self) -> None:
+        for backward, names in SETTINGS_OF_BACKWARD.items():
+            unused = self.changed(names) if self.backward != backward else []
+            if unused:
+                raise ConfigError(
+                    f"{', '.join(unused)} only applies with deq.backward={backward}, and this "
+                    f"config trains with deq.backward={self.backward}; set "
+                    f"deq.backward={backward} or leave {'them' if len(unused) > 1 else 'it'} out"
+                )
         if self.reuse and self.init != "zeros":
             raise ConfigError(
                 f"deq.reuse=true and deq.init={self.init} both choose where training solves "
