@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from .base import EvaluationBudget, Step
-from .splitting import SplittingSolver, check_step_size
+from .splitting import SplittingSolver, check_step_size, lipschitz_bound
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,7 @@ class ForwardBackward(SplittingSolver):
 
     def step_size(self, splitting: Any) -> float:
         """alpha for this splitting, checked against the rule alpha <= 2 m / L^2."""
-        m, lipschitz = splitting.m, splitting.lipschitz
-        if not (math.isfinite(lipschitz) and lipschitz > 0):
-            raise ValueError(
-                f"the splitting's bound L on ||I - W||_2 must be finite and > 0, got {lipschitz}"
-            )
+        m, lipschitz = splitting.m, lipschitz_bound(splitting)
         bound = 2 * m / lipschitz**2
         if self.alpha is None:
             return bound / 2

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from .base import EvaluationBudget, Step
-from .splitting import SplittingSolver, check_step_size
+from .splitting import SplittingSolver, check_step_size, lipschitz_bound
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,23 @@ class PeacemanRachford(SplittingSolver):
     solve), plus the loop's evaluation of f at the new z.
 
     Args:
-        alpha: step size, > 0; any value converges, the speed depends on it.
+        alpha: step size, > 0; any value converges, the speed depends on it. None (the
+            default) takes 1 / sqrt(m L) (L = ||I - W||_2), which minimizes the contraction
+            bound max((1 - alpha m) / (1 + alpha m), (alpha L - 1) / (alpha L + 1)) of the
+            reflected resolvent, so the step follows the map as training changes W.
     """
 
-    alpha: float = 1.0
+    alpha: float | None = None
     name: ClassVar[str] = "peaceman_rachford"
 
     def __post_init__(self) -> None:
         check_step_size("peaceman_rachford alpha", self.alpha)
+
+    def step_size(self, splitting: Any) -> float:
+        """alpha for this splitting: the given one, or 1 / sqrt(m L)."""
+        if self.alpha is not None:
+            return float(self.alpha)
+        return 1.0 / math.sqrt(splitting.m * lipschitz_bound(splitting))
 
     def step(
         self,
@@ -49,7 +59,7 @@ class PeacemanRachford(SplittingSolver):
         splitting = self.splitting_of(f, z)
         if f.remaining < 2:  # no room for the resolvent and the evaluation at the new z
             return Step(z=fz, fz=None, state=state)
-        alpha = self.alpha
+        alpha = self.step_size(splitting)
         u = z if state is None else state  # the first step starts from u = z0
         u_half = 2 * splitting.prox(u, alpha) - u
         z_half = f.counted(splitting.resolvent, u_half + alpha * splitting.bias, alpha)

@@ -50,3 +50,13 @@ def check_step_size(name: str, alpha: float | None) -> None:
         raise TypeError(f"{name} must be a number, got {type(alpha).__name__}")
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {alpha!r}")
+
+
+def lipschitz_bound(splitting: Any) -> float:
+    """The splitting's L = ||I - W||_2, or a ValueError when it is not finite and > 0."""
+    lipschitz = splitting.lipschitz
+    if not (math.isfinite(lipschitz) and lipschitz > 0):
+        raise ValueError(
+            f"the splitting's bound L on ||I - W||_2 must be finite and > 0, got {lipschitz}"
+        )
+    return lipschitz
