@@ -1,6 +1,8 @@
 """Monotone cells (Winston & Kolter, 2020): the parametrization, the splitting structure, the
 splitting solvers and exact implicit gradients."""
 
+import math
+
 import pytest
 import torch
 from problems import dense_ift_gradients
@@ -185,6 +187,24 @@ def test_peaceman_rachford_converges_where_plain_iteration_does_not():
     split = eq.solve(fmap, cell.init_state(x), "peaceman_rachford", **options)
     assert plain.status != eq.Status.CONVERGED
     assert split.status == eq.Status.CONVERGED
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_peaceman_rachford_default_step_follows_the_operator(kind):
+    cell, x = CELLS[kind](m=1.0, scale=4.0)  # L = ||I - W|| near 20: far from alpha = 1's
+    fmap = cell.equilibrium_map(x)
+    splitting = fmap.splitting
+    rule = 1 / math.sqrt(splitting.m * splitting.lipschitz)
+    assert PeacemanRachford().step_size(splitting) == pytest.approx(rule)
+    assert PeacemanRachford(alpha=0.3).step_size(splitting) == 0.3
+    # the rule minimizes the contraction bound; here it also needs fewer evaluations than the
+    # fixed alpha = 1 and than steps twice as large or small (same problem and tolerance)
+    options = dict(tol=1e-6, max_iter=4000, patience=None)
+    nfe = {
+        alpha: eq.solve(fmap, cell.init_state(x), PeacemanRachford(alpha=alpha), **options).nfe
+        for alpha in (rule / 2, None, 2 * rule, 1.0)
+    }
+    assert nfe[None] < min(nfe[rule / 2], nfe[2 * rule], nfe[1.0]), nfe
 
 
 def test_forward_backward_refuses_a_step_size_above_its_bound():
