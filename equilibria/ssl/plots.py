@@ -6,14 +6,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..training.equilibrium import reference_lines
 from ..training.plots import pyplot, save_figure
 
 
 def plot_contrastive_curves(
-    history: Sequence[Mapping[str, Any]], path: Path, *, init_probe: float | None = None
+    history: Sequence[Mapping[str, Any]],
+    path: Path,
+    *,
+    init_probe: float | None = None,
+    tol: float | None = None,
+    threshold: float | None = None,
 ) -> None:
     """Per epoch: NT-Xent loss, the share of positives found, and for an equilibrium backbone the
-    residual each view's solve reached; linear-probe test accuracy where it was measured."""
+    residual each view's solve reached (with the solver tolerance `tol` and the warning
+    `threshold`); linear-probe test accuracy where it was measured."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
     solves = "first_residual" in history[0]
@@ -36,5 +43,6 @@ def plot_contrastive_curves(
     if solves:
         axes[2].plot(epochs, [r["first_residual"] for r in history], label="view 1 (from zeros)")
         axes[2].plot(epochs, [r["second_residual"] for r in history], label="view 2")
+        reference_lines(axes[2], tol=tol, threshold=threshold)
         axes[2].set(xlabel="epoch", ylabel="relative residual", yscale="log", title="solves")
     save_figure(plt, figure, axes, path)

@@ -118,7 +118,11 @@ def finalize(
     }
     write_jsonl(out / "metrics.jsonl", history)
     plot_contrastive_curves(
-        history, out / "curves.png", init_probe=summary["init_probe_test_accuracy"]
+        history,
+        out / "curves.png",
+        init_probe=summary["init_probe_test_accuracy"],
+        tol=config.deq.tol,
+        threshold=config.deq.residual_warning,
     )
     write_json(out / SUMMARY, summary)
     return summary

@@ -73,8 +73,13 @@ def plot_residuals(
     evaluated_key = f"{evaluated}_residual"
     if all(r.get(evaluated_key) is not None for r in history):
         axis.plot(epochs, [r[evaluated_key] for r in history], label=label)
+    reference_lines(axis, tol=tol, threshold=threshold)
+    axis.set(xlabel="epoch", ylabel="mean residual", yscale="log", title="residual")
+
+
+def reference_lines(axis: Any, *, tol: float | None, threshold: float | None) -> None:
+    """The solver tolerance and the warning threshold as horizontal lines of a residual plot."""
     if tol:
         axis.axhline(tol, color="0.4", linestyle="--", linewidth=1, label="tolerance")
     if threshold:
         axis.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label="warning")
-    axis.set(xlabel="epoch", ylabel="mean residual", yscale="log", title="residual")
