@@ -42,9 +42,8 @@ TEST_CAP = (
 MODELS: dict[str, tuple[str, ...]] = {
     "MDEQ": ("model.arch=mdeq",),
     # the splitting converges for every parameter value, at a rate set by L / m
-    # (L = ||I - W||): the margin 1 keeps it a few dozen evaluations as training grows L;
-    # with the paper's 0.05, three in four digits training solves were at a cap of 60 by the
-    # second epoch
+    # (L = ||I - W||): the margin 1 keeps L / m small as training grows L, where the paper's
+    # 0.05 lets the training solves slow down to their cap
     "monotone DEQ": (
         "model.arch=monotone",
         "model.monotone_margin=1",
