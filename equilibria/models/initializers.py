@@ -14,14 +14,16 @@ import torch
 from torch import nn
 
 from ..errors import check_choice
-from .blocks import conv3x3, group_norm
+from .blocks import conv1x1, conv3x3, group_norm
 
 INITS = ("zeros", "joint")
 
 
 class MultiscaleInitializer(nn.Module):
-    """The MDEQ's state from its injection: one conv -> GroupNorm -> ReLU per resolution, each
-    level strided down from the one above (the cell's outputs are non-negative, as these)."""
+    """The MDEQ's state from its injection, per resolution: two 3x3 conv -> GroupNorm -> ReLU
+    (the first strided down from the level above), then the cell's own output stage, 1x1 conv
+    -> GroupNorm, so each guess has the signs and scale of the fused state it stands for (a
+    guess ending in ReLU could not fit the negative half of the state)."""
 
     def __init__(self, channels: Sequence[int], groups: int) -> None:
         super().__init__()
@@ -29,16 +31,24 @@ class MultiscaleInitializer(nn.Module):
         inputs = (channels[0], *channels[:-1])
         self.levels = nn.ModuleList(
             nn.Sequential(
-                conv3x3(cin, cout, stride=1 if i == 0 else 2), group_norm(cout, groups), nn.ReLU()
+                conv3x3(cin, cout, stride=1 if i == 0 else 2),
+                group_norm(cout, groups),
+                nn.ReLU(),
+                conv3x3(cout, cout),
+                group_norm(cout, groups),
+                nn.ReLU(),
             )
             for i, (cin, cout) in enumerate(zip(inputs, channels, strict=True))
+        )
+        self.outputs = nn.ModuleList(
+            nn.Sequential(conv1x1(c, c), group_norm(c, groups)) for c in channels
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         states = []
-        for level in self.levels:
-            x = level(x)
-            states.append(x)
+        for level, output in zip(self.levels, self.outputs, strict=True):
+            x = level(x)  # non-negative: the next level's input
+            states.append(output(x))
         return tuple(states)
 
 
