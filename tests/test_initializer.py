@@ -98,3 +98,16 @@ def test_the_models_and_the_config_build_a_joint_initializer():
         Config().override(["deq.init=learned"])
     with pytest.raises(ValueError, match="init='learned' is not valid; choose one of zeros, joint"):
         DEQTransformer(vocab=11, width=16, heads=2, init="learned")
+
+
+def test_the_multiscale_guess_has_the_shapes_and_signs_of_the_mdeq_state():
+    from equilibria.models import MDEQ
+
+    torch.manual_seed(0)
+    model = MDEQ(1, 10, channels=(8, 8), groups=4, init="joint", tol=1e-4, max_iter=60)
+    x = model.stem(torch.randn(4, 1, 8, 8))
+    guess = model.deq.initializer(x)
+    state = model.deq(x)  # the fused state ends in GroupNorm: signed, like the guess
+    assert [g.shape for g in guess] == [s.shape for s in model.deq.cell(state, x)]
+    for g, s in zip(guess, model.deq.cell(state, x), strict=True):
+        assert (g < 0).any() and (s < 0).any()
