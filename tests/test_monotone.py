@@ -144,6 +144,13 @@ def test_lipschitz_bound_is_the_norm_of_identity_minus_w(kind):
     expected = float(torch.linalg.matrix_norm(eye - w.detach(), ord=2))
     assert splitting.lipschitz == pytest.approx(expected, rel=1e-10)
     assert splitting.m == cell.m and splitting.lipschitz >= splitting.m
+    # ||I - W^T|| = ||I - W||: the adjoint takes the number instead of computing it again
+    calls = []
+    norm = splitting.operator.norm
+    splitting.operator.norm = lambda: calls.append(1) or norm()
+    z = torch.rand(x.shape[0], splitting.features, dtype=F64)
+    adjoint = splitting.adjoint(z, torch.randn_like(z))
+    assert adjoint.lipschitz == splitting.lipschitz and not calls
 
 
 def test_equilibrium_map_carries_the_splitting_and_is_the_cell():

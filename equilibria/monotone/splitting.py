@@ -9,7 +9,6 @@ I - W^T and the prox of a convex quadratic (multiplication by D when D is 0 or 1
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -50,7 +49,12 @@ class MonotoneSplitting:
     """
 
     def __init__(
-        self, operator: MonotoneOperator, bias: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        operator: MonotoneOperator,
+        bias: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        lipschitz: float | None = None,
     ) -> None:
         if bias.dim() != 2 or bias.shape[1] != operator.features:
             raise ValueError(
@@ -60,6 +64,7 @@ class MonotoneSplitting:
         self.operator = operator
         self.bias = bias
         self.mask = mask
+        self._lipschitz = lipschitz  # ||I - W||_2 once known (the adjoint shares it)
 
     @property
     def preactivation(self) -> bool:
@@ -75,11 +80,14 @@ class MonotoneSplitting:
         """The margin: the symmetric part of I - L is >= m I."""
         return self.operator.m
 
-    @functools.cached_property
+    @property
     def lipschitz(self) -> float:
-        """L = ||I - W||_2, the Lipschitz constant of v -> (I - L) v - c (computed once)."""
-        with torch.no_grad():
-            return float(self.operator.norm())
+        """L = ||I - W||_2, the Lipschitz constant of v -> (I - L) v - c (computed once, and
+        handed to the adjoint: ||I - W^T||_2 is the same number)."""
+        if self._lipschitz is None:
+            with torch.no_grad():
+                self._lipschitz = float(self.operator.norm())
+        return self._lipschitz
 
     def linear(self, v: torch.Tensor) -> torch.Tensor:
         """L v: W v forward, W^T v for the adjoint."""
@@ -102,7 +110,7 @@ class MonotoneSplitting:
         if self.preactivation:
             raise ValueError("an adjoint splitting has no adjoint of its own")
         mask = (image.detach() > 0).to(grad.dtype)
-        return MonotoneSplitting(self.operator, grad, mask)
+        return MonotoneSplitting(self.operator, grad, mask, lipschitz=self._lipschitz)
 
 
 class EquilibriumMap:
