@@ -107,7 +107,7 @@ def test_the_multiscale_guess_has_the_shapes_and_signs_of_the_mdeq_state():
     model = MDEQ(1, 10, channels=(8, 8), groups=4, init="joint", tol=1e-4, max_iter=60)
     x = model.stem(torch.randn(4, 1, 8, 8))
     guess = model.deq.initializer(x)
-    state = model.deq(x)  # the fused state ends in GroupNorm: signed, like the guess
-    assert [g.shape for g in guess] == [s.shape for s in model.deq.cell(state, x)]
-    for g, s in zip(guess, model.deq.cell(state, x), strict=True):
+    fused = model.deq.cell(model.deq(x), x)  # ends in GroupNorm: signed, like the guess
+    assert [g.shape for g in guess] == [s.shape for s in fused]
+    for g, s in zip(guess, fused, strict=True):
         assert (g < 0).any() and (s < 0).any()
