@@ -111,3 +111,29 @@ def test_the_multiscale_guess_has_the_shapes_and_signs_of_the_mdeq_state():
     assert [g.shape for g in guess] == [s.shape for s in fused]
     for g, s in zip(guess, fused, strict=True):
         assert (g < 0).any() and (s < 0).any()
+
+
+def test_an_initializer_fitted_to_fixed_points_starts_solves_nearer_them():
+    from types import SimpleNamespace
+
+    from benchmarks.parts.initializer_fit import fit, fixed_points, nfe_from, relative_residual
+    from equilibria.models.mdeq import MDEQ
+
+    torch.manual_seed(0)
+    model = MDEQ(1, 10, channels=(4, 4), groups=2, init="joint").eval()
+    frozen = SimpleNamespace(deq=model.deq)
+    patterns, weights = torch.randn(2, 1, 8, 8), torch.rand(48, 2, 1, 1, 1)
+    images = (weights * patterns).sum(1)  # a two-parameter family, so a fit can cover it
+    x = model.stem(images).detach()
+    z = fixed_points(frozen, x)
+    reached = relative_residual(frozen, z, x) < 1e-5  # an untrained cell: nearly every sample
+    assert int(reached.sum()) >= 40
+    x, z = x[reached], tuple(part[reached] for part in z)
+    zeros = model.deq.cell.init_state(x)
+    torch.testing.assert_close(relative_residual(frozen, zeros, x), torch.ones(len(x)))
+    wide = fit(2, x, z, groups=2, epochs=100, seed=0)
+    assert [c.out_channels for c in wide.levels[0] if isinstance(c, nn.Conv2d)] == [8, 4]
+    with torch.no_grad():
+        guess = wide(x)
+    assert float(relative_residual(frozen, guess, x).median()) < 0.9  # zeros: 1
+    assert nfe_from(frozen, z, x) <= 2 < nfe_from(frozen, zeros, x)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import check_choice
+from ..errors import check_choice, check_positive_int
 from .blocks import conv1x1, conv3x3, group_norm
 
 INITS = ("zeros", "joint")
@@ -21,24 +21,25 @@ INITS = ("zeros", "joint")
 
 class MultiscaleInitializer(nn.Module):
     """The MDEQ's state from its injection, per resolution: two 3x3 conv -> GroupNorm -> ReLU
-    (the first strided down from the level above), then the cell's own output stage, 1x1 conv
-    -> GroupNorm, so each guess has the signs and scale of the fused state it stands for (a
-    guess ending in ReLU could not fit the negative half of the state)."""
+    (the first strided down from the level above and `expansion` times wider), then the cell's
+    own output stage, 1x1 conv -> GroupNorm, so each guess has the signs and scale of the fused
+    state it stands for (a guess ending in ReLU could not fit the negative half of the state)."""
 
-    def __init__(self, channels: Sequence[int], groups: int) -> None:
+    def __init__(self, channels: Sequence[int], groups: int, expansion: int = 1) -> None:
         super().__init__()
         channels = tuple(channels)
         inputs = (channels[0], *channels[:-1])
+        hidden = [c * check_positive_int("expansion", expansion) for c in channels]
         self.levels = nn.ModuleList(
             nn.Sequential(
-                conv3x3(cin, cout, stride=1 if i == 0 else 2),
-                group_norm(cout, groups),
+                conv3x3(cin, width, stride=1 if i == 0 else 2),
+                group_norm(width, groups),
                 nn.ReLU(),
-                conv3x3(cout, cout),
+                conv3x3(width, cout),
                 group_norm(cout, groups),
                 nn.ReLU(),
             )
-            for i, (cin, cout) in enumerate(zip(inputs, channels, strict=True))
+            for i, (cin, width, cout) in enumerate(zip(inputs, hidden, channels, strict=True))
         )
         self.outputs = nn.ModuleList(
             nn.Sequential(conv1x1(c, c), group_norm(c, groups)) for c in channels
