@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import equilibria as eq
 from equilibria.config import Config, ConfigError, all_keys, describe_keys, resolve_key
 
 
@@ -87,6 +88,34 @@ def test_settings_of_another_gradient_are_refused_not_ignored(overrides, message
     settings = [o for o in overrides if not o.startswith("deq.backward=")]
     config = Config().override([f"deq.backward={backward}", *settings])
     assert config.deq.backward == backward
+
+
+def test_each_task_trains_with_its_own_recipe_unless_the_config_says_otherwise():
+    from equilibria.models import deq_options
+
+    recipes = {"classify": (eq.OneStep, 8), "ssl": (eq.OneStep, 8), "lm": (eq.Implicit, 10)}
+    for task, (gradient, cap) in recipes.items():
+        config = Config().override([f"run.task={task}"])
+        assert config.deq.backward is None and config.deq.max_iter is None
+        assert config.deq.for_task(task).max_iter == cap
+        options = deq_options(config)
+        assert isinstance(options["backward"], gradient), task
+        assert options["max_iter"] == cap, task
+    given = Config().override(["run.task=lm", "deq.backward=onestep", "deq.max_iter=6"])
+    options = deq_options(given)
+    assert isinstance(options["backward"], eq.OneStep) and options["max_iter"] == 6
+    # the language model's implicit gradient takes its settings; images' one-step one refuses them
+    lm = Config().override(["run.task=lm", "deq.backward_max_iter=5"])
+    assert deq_options(lm)["backward"].max_iter == 5
+    with pytest.raises(ConfigError, match=r"run.task=classify's, as deq.backward is none"):
+        Config().override(["deq.backward_max_iter=5"])
+    with pytest.raises(ConfigError, match=r"trains with deq.backward=onestep; set"):
+        Config().override(["run.task=lm", "deq.backward=onestep", "deq.backward_max_iter=5"])
+    with pytest.raises(
+        ConfigError, match=r"iteration_jitter=8 must be smaller than deq.max_iter=8"
+    ):
+        Config().override(["deq.iteration_jitter=8"])
+    assert Config().override(["run.task=lm", "deq.iteration_jitter=8"]).deq.iteration_jitter == 8
 
 
 def test_files_with_unknown_sections_or_keys_are_rejected(tmp_path):

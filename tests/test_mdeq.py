@@ -136,7 +136,7 @@ def test_config_builds_the_described_model_and_deq():
     assert options["pretrain"] == eq.Pretrain(depth=3, steps=2)
     model = build_model(config, (1, 8, 8), 10)
     assert model.deq.settings.solver == eq.Broyden()
-    assert model.deq.eval_settings.max_iter == config.deq.max_iter
+    assert model.deq.eval_settings.max_iter == config.deq.for_task("classify").max_iter == 8
     x = torch.randn(2, 1, 8, 8)
     pretraining = []
     for _ in range(3):

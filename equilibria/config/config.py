@@ -31,6 +31,7 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
 
     def __post_init__(self) -> None:
+        self.deq.for_task(self.run.task)  # raises on settings the task's recipe ignores
         if self.deq.reuse and (self.run.task != "classify" or self.model.arch not in DEQ_MODELS):
             raise ConfigError(
                 "deq.reuse=true needs run.task=classify and an equilibrium image model "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..backward import BACKWARDS
 from ..data import DATASETS as IMAGE_DATASETS
@@ -71,6 +72,29 @@ class ModelConfig(Section):
             raise ConfigError("model.channels needs at least one entry (one per resolution)")
 
 
+# what a [deq] key left at none is for each task ("*": every other task). The language model
+# keeps its validation loss only with the exact (implicit) gradient, and with it needs a cap of
+# 10 to keep its training solves at the tolerance; images and contrastive features train as well
+# with the one-step gradient at a fraction of its cost (benchmarks: equilibrium-defaults)
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "backward": {"lm": "implicit", "*": "onestep"},
+    "max_iter": {"lm": 10, "*": 8},
+}
+
+
+def task_default(key: str, task: str) -> Any:
+    """The value of [deq] `key` for a run of `task` whose config leaves it at none."""
+    by_task = TASK_DEFAULTS[key]
+    return by_task.get(task, by_task["*"])
+
+
+def _by_task(key: str) -> str:
+    """'none: the task's (implicit for lm, else onestep)', for a help text."""
+    by_task = TASK_DEFAULTS[key]
+    named = ", ".join(f"{value} for {task}" for task, value in by_task.items() if task != "*")
+    return f"none: the task's, {named}, else {by_task['*']}"
+
+
 # the settings that only one gradient uses: given with another, they would be silently ignored
 SETTINGS_OF_BACKWARD = {
     "implicit": ("backward_solver", "backward_tol", "backward_max_iter"),
@@ -85,7 +109,9 @@ class DEQConfig(Section):
     solver: str = option("anderson", "forward solver", choices=tuple(SOLVERS))
     tol: float = option(1e-3, "forward tolerance", minimum=0.0)
     stop_mode: str = option("rel", "residual measure: rel or abs", choices=STOP_MODES)
-    max_iter: int = option(8, "forward iteration cap in training", minimum=1)
+    max_iter: int | None = option(
+        None, f"forward iteration cap in training ({_by_task('max_iter')})", minimum=1
+    )
     eval_solver: str | None = option(
         None, "solver at test time (none: as solver)", choices=tuple(SOLVERS)
     )
@@ -93,10 +119,10 @@ class DEQConfig(Section):
     eval_max_iter: int | None = option(
         12, "iteration cap at test time (none: as max_iter)", minimum=1
     )
-    backward: str = option(
-        "onestep",
+    backward: str | None = option(
+        None,
         "gradient: onestep (one differentiated cell application at the fixed point; cheap, "
-        "inexact), implicit (the adjoint solve) or phantom",
+        f"inexact), implicit (the adjoint solve) or phantom ({_by_task('backward')})",
         choices=TRAIN_BACKWARDS,
     )
     backward_solver: str | None = option(
@@ -141,21 +167,30 @@ class DEQConfig(Section):
         "(image models that solve for an equilibrium)",
     )
 
-    def check(self) -> None:
+    def for_task(self, task: str) -> DEQConfig:
+        """These settings as a run of `task` trains with them: each key of `TASK_DEFAULTS`
+        left at none takes the task's value. Raises on settings of a gradient the run does not
+        train with (they would be silently ignored)."""
+        unset = [key for key in TASK_DEFAULTS if getattr(self, key) is None]
+        resolved = dataclasses.replace(self, **{key: task_default(key, task) for key in unset})
         for backward, names in SETTINGS_OF_BACKWARD.items():
-            unused = self.changed(names) if self.backward != backward else []
+            unused = self.changed(names) if resolved.backward != backward else []
             if unused:
+                how = "" if self.backward else f" (run.task={task}'s, as deq.backward is none)"
                 raise ConfigError(
                     f"{', '.join(unused)} only applies with deq.backward={backward}, and this "
-                    f"config trains with deq.backward={self.backward}; set "
+                    f"config trains with deq.backward={resolved.backward}{how}; set "
                     f"deq.backward={backward} or leave {'them' if len(unused) > 1 else 'it'} out"
                 )
+        return resolved
+
+    def check(self) -> None:
         if self.reuse and self.init != "zeros":
             raise ConfigError(
                 f"deq.reuse=true and deq.init={self.init} both choose where training solves "
                 "start; set deq.init=zeros or deq.reuse=false"
             )
-        if self.iteration_jitter and self.iteration_jitter >= self.max_iter:
+        if self.max_iter and self.iteration_jitter and self.iteration_jitter >= self.max_iter:
             raise ConfigError(
                 f"deq.iteration_jitter={self.iteration_jitter} must be smaller than "
                 f"deq.max_iter={self.max_iter}"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def deq_options(config: Config) -> dict:
     """Keyword arguments of `eq.DEQ` for the [deq] section of a config."""
-    deq = config.deq
+    deq = config.deq.for_task(config.run.task)
     if deq.backward == "implicit":
         backward = Implicit(
             deq.backward_solver, tol=deq.backward_tol, max_iter=deq.backward_max_iter
@@ -88,7 +88,7 @@ def monotone_model(config: Config, shape: tuple[int, int, int], classes: int) ->
     """The monotone-operator classifier of a config: one resolution of model.channels[0]
     channels; the adjoint is solved by Peaceman-Rachford unless deq.backward_solver names
     another (the damped iteration can diverge on these cells: their J has no norm bound)."""
-    m, deq = config.model, config.deq
+    m, deq = config.model, config.deq.for_task(config.run.task)
     options = deq_options(config)
     if options.pop("init") != "zeros":
         raise ConfigError("deq.init=joint is not available for model.arch=monotone")
