@@ -63,7 +63,8 @@ class Settings:
     """What the benchmark trains and measures.
 
     Attributes:
-        train_overrides: config overrides for `equilibria train` (empty: the default run).
+        train_overrides: config overrides for `equilibria train` (by default the default run
+            with the recipe the tables were measured with).
         solver_batches, batch_size: training inputs of the neural solver.
         training: the neural solver's training settings.
         init_width: hidden channels of its initializer.
@@ -74,7 +75,7 @@ class Settings:
         test_batches: held-out batches measured (None: the whole test split).
     """
 
-    train_overrides: tuple[str, ...] = ()
+    train_overrides: tuple[str, ...] = IMPLICIT_RECIPE
     solver_batches: int = 12
     batch_size: int = 128
     training: SolverTraining = field(
