@@ -89,7 +89,7 @@ def task_default(key: str, task: str) -> Any:
 
 
 def _by_task(key: str) -> str:
-    """'none: the task's (implicit for lm, else onestep)', for a help text."""
+    """'none: the task's, implicit for lm, else onestep', for a help text."""
     by_task = TASK_DEFAULTS[key]
     named = ", ".join(f"{value} for {task}" for task, value in by_task.items() if task != "*")
     return f"none: the task's, {named}, else {by_task['*']}"
