@@ -14,6 +14,13 @@ import equilibria as eq
 from equilibria.state import StateLayout
 
 
+def relative_residual(z: Any, fz: Any) -> torch.Tensor:
+    """||f(z) - z|| / ||f(z)|| per sample, for a state of any structure and its image."""
+    layout = StateLayout.of(z)
+    flat_z, flat_fz = layout.flatten(z), layout.flatten(fz)
+    return (flat_fz - flat_z).norm(dim=1) / flat_fz.norm(dim=1).clamp_min(1e-30)
+
+
 def best_residuals(deq: eq.DEQ, x: torch.Tensor, z0: Any, solver: Any, cap: int) -> torch.Tensor:
     """(cap, batch): each sample's best relative residual after 1 .. cap cell evaluations.
 
@@ -24,9 +31,7 @@ def best_residuals(deq: eq.DEQ, x: torch.Tensor, z0: Any, solver: Any, cap: int)
 
     def cell(z):
         fz = deq.cell(z, x)
-        layout = StateLayout.of(z)
-        flat_z, flat_fz = layout.flatten(z), layout.flatten(fz)
-        seen.append((flat_fz - flat_z).norm(dim=1) / flat_fz.norm(dim=1).clamp_min(1e-30))
+        seen.append(relative_residual(z, fz))
         return fz
 
     with torch.no_grad():

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .. import residuals
 from ..config import BenchConfig
 from ..frozen import Frozen, Sampling, load_frozen
 from ..registry import register
@@ -40,15 +41,10 @@ def fixed_points(frozen: Frozen, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return deq(x, z0=deq.cell.init_state(x), tol=TIGHT, max_iter=TIGHT_CAP)
 
 
-def flat(state: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    return torch.cat([part.flatten(1) for part in state], dim=1)
-
-
 def relative_residual(frozen: Frozen, z: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
-    """||f(z) - z|| / ||f(z)|| per sample."""
+    """||f(z) - z|| / ||f(z)|| per sample, f the frozen model's cell."""
     with torch.no_grad():
-        fz = flat(frozen.deq.cell(z, x))
-    return (fz - flat(z)).norm(dim=1) / fz.norm(dim=1)
+        return residuals.relative_residual(z, frozen.deq.cell(z, x))
 
 
 def nfe_from(frozen: Frozen, z0: tuple[torch.Tensor, ...], x: torch.Tensor) -> float:
