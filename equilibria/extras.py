@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from .errors import EquilibriaError
@@ -23,3 +24,17 @@ def require(module: str, purpose: str, install: str = TRAIN_EXTRA) -> ModuleType
             f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed "
             f"({error}); install it with: {install}"
         ) from None
+
+
+def require_installed(module: str, purpose: str, install: str = TRAIN_EXTRA) -> None:
+    """Raise MissingExtraError, as `require` does, when `module` is not installed; unlike
+    `require`, do not import it (a check before work starts should not pay for the import)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise MissingExtraError(
+            f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed; "
+            f"install it with: {install}"
+        )

@@ -46,6 +46,22 @@ def test_digits_split_is_fixed_stratified_and_normalized():
     assert sum(r in train_rows for r in test_rows) < 5  # a few digits repeat in the raw data
 
 
+def test_digits_read_from_the_bundled_file_equal_scikit_learns_loader(monkeypatch):
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from equilibria.data import digits
+
+    assert digits.bundled_digits_file() is not None  # read without importing scikit-learn
+    images, labels = digits.digits_arrays()
+    bunch = sklearn_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    # a scikit-learn that keeps the file elsewhere: its loader reads the same data
+    monkeypatch.setattr(digits, "BUNDLED_FILE", ("no", "such", "file.csv.gz"))
+    assert digits.bundled_digits_file() is None
+    moved_images, moved_labels = digits.digits_arrays()
+    assert np.array_equal(moved_images, images) and np.array_equal(moved_labels, labels)
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_round_trip(tmp_path, compress):
     array = np.random.default_rng(0).integers(0, 256, (5, 3, 4), dtype=np.uint8)

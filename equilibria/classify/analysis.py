@@ -57,7 +57,7 @@ def residual_traces(
     device: torch.device,
     iterations: int,
     *,
-    samples: int = 256,
+    samples: int = 64,
     solvers: Sequence[str] = TRACE_SOLVERS,
     precision: str = "fp32",
 ) -> dict[str, dict[str, list[float]]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Config
 from ..data import load_data
-from ..extras import require
+from ..extras import require, require_installed
 from ..models import build_model
 from ..tasks import EvalRequest, Evaluation
 from ..tasks.evaluation import check_solve_options, with_solver
@@ -48,7 +48,7 @@ def evaluate_run(request: EvalRequest) -> Evaluation:
     config = _config(request)
     check_solve_options(path, explicit_model(config), request.solve, sweep)
     if config.data.dataset == "digits":
-        require("sklearn", "the digits data set")
+        require_installed("sklearn", "the digits data set")
     if request.plot:
         require("matplotlib", "the accuracy-vs-NFE plot")
     with distributed.session(config.run.device) as runtime:

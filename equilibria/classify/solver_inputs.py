@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data import load_data
-from ..extras import require
+from ..extras import require_installed
 from ..models import build_model
 from ..neural.inputs import deq_inputs, find_deq
 from ..tasks import SolverInputs, SolverRequest
@@ -22,7 +22,7 @@ def solver_inputs(request: SolverRequest) -> SolverInputs:
     if request.data_dir:
         config = config.override([f"data.data_dir={request.data_dir}"])
     if config.data.dataset == "digits":
-        require("sklearn", "the digits data set")
+        require_installed("sklearn", "the digits data set")
     data = load_data(config.data.dataset, config.data.data_dir, download=config.data.download)
     model = build_model(config, data.shape, data.classes)
     checkpoint = request.checkpoint

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..extras import require
+from ..extras import require_installed
 
 TRAIN_PACKAGES = {
     "tqdm": "progress bars",
@@ -12,8 +12,8 @@ TRAIN_PACKAGES = {
 
 
 def check_packages(packages: dict[str, str] = TRAIN_PACKAGES, *, digits: bool = True) -> None:
-    """Raise MissingExtraError (naming `pip install "equilibria[train]"`) for the first missing;
-    scikit-learn only when the run reads the digits (`digits`)."""
+    """Raise MissingExtraError (naming `pip install "equilibria[train]"`) for the first missing,
+    without importing any; scikit-learn only when the run reads the digits (`digits`)."""
     for module, purpose in packages.items():
         if module != "sklearn" or digits:
-            require(module, f"equilibria's command line ({purpose})")
+            require_installed(module, f"equilibria's command line ({purpose})")
