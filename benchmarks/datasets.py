@@ -18,6 +18,7 @@ SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt.gz"
 # head (16 channels) for every model, so that the trunks are what is compared
 MNIST_COMMON = (
     "data.dataset=mnist-t10k",
+    "data.batch_size=32",  # the batch of every MNIST-t10k table (image classifiers' default: 64)
     "model.stem_stride=2",
     "model.channels=16,16",
     "model.head_channels=16",

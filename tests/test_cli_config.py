@@ -3,9 +3,11 @@
 import json
 
 import pytest
+from tiny_runs import tiny
 
 import equilibria as eq
 from equilibria.config import Config, ConfigError, all_keys, describe_keys, resolve_key
+from equilibria.tasks.run import run_task
 
 
 def test_defaults_round_trip_through_a_dict_and_a_file(tmp_path):
@@ -116,6 +118,24 @@ def test_each_task_trains_with_its_own_recipe_unless_the_config_says_otherwise()
     ):
         Config().override(["deq.iteration_jitter=8"])
     assert Config().override(["run.task=lm", "deq.iteration_jitter=8"]).deq.iteration_jitter == 8
+
+
+def test_each_task_trains_on_its_own_batch_and_the_run_records_it(tmp_path):
+    for task, batch in {"classify": 64, "ssl": 32, "lm": 32}.items():
+        config = Config().override([f"run.task={task}"])
+        assert config.data.batch_size is None
+        resolved = config.for_task()
+        assert resolved.data.batch_size == batch, task
+        assert resolved.for_task() == resolved  # nothing left to fill in
+        assert resolved.deq.backward == ("implicit" if task == "lm" else "onestep")
+    assert Config().override(["data.batch_size=16"]).for_task().data.batch_size == 16
+    # a run trains with, and writes to config.json, the task's batch: 128 samples, 2 steps
+    overrides = tiny("optim.epochs=1", "data.train_samples=128")
+    without_batch = [o for o in overrides if "batch" not in o]
+    result = run_task(Config().override(without_batch), tmp_path / "run", log=lambda _: None)
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["data"]["batch_size"] == 64 and written["deq"]["max_iter"] == 8
+    assert result.summary["steps"] == 2
 
 
 def test_files_with_unknown_sections_or_keys_are_rejected(tmp_path):

@@ -440,7 +440,7 @@ def run_mnist(config: BenchConfig) -> Section:
     results = in_pairs(jobs)
     from equilibria.config import Config
 
-    batch = Config().data.batch_size
+    batch = Config().override(list(common)).for_task().data.batch_size  # the runs' batch
     section.summary = (
         "The MNIST test set alone (8004 train / 1996 test), every model trained by the command "
         f"line with the same recipe ({epochs} epochs, Adam, cosine schedule, label smoothing, "

@@ -296,7 +296,7 @@ def mnist(config: BenchConfig, data_dir: Path = SHARED_DATA) -> Section:
     )
     from equilibria.config import Config
 
-    batch = Config().data.batch_size
+    batch = Config().override(list(common)).for_task().data.batch_size  # the runs' batch
     results = {}
     for name, (folder, overrides, _) in MNIST_MODELS.items():
         summary, _ = run_cli(config.out / f"mnist-{folder}", [*common, *overrides])

@@ -11,7 +11,17 @@ from typing import Any
 
 from .fields import ConfigError, Section, suggest
 from .lm import LMConfig
-from .schema import DEQ_MODELS, SECTIONS, DataConfig, DEQConfig, ModelConfig, OptimConfig, RunConfig
+from .schema import (
+    DEQ_MODELS,
+    SECTIONS,
+    TASK_DEFAULTS,
+    DataConfig,
+    DEQConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    with_task_defaults,
+)
 from .ssl import SSLConfig
 
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
@@ -78,6 +88,14 @@ class Config:
         """Dotted keys whose values differ between this config and `other`."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
+
+    def for_task(self) -> Config:
+        """This config as its run trains: every key left at none that has a value per task
+        (`TASK_DEFAULTS`: the gradient, the training cap, the batch) set to run.task's value."""
+        task = self.run.task
+        return self.replace(
+            **{name: with_task_defaults(getattr(self, name), task) for name in TASK_DEFAULTS}
+        )
 
     def replace(self, **sections: Section) -> Config:
         return dataclasses.replace(self, **sections)

@@ -69,10 +69,12 @@ def run_task(
     """Train the task `config.run.task` as `config` describes, writing everything into `out`.
 
     With `checkpoint` (the contents of `load_checkpoint`), continue that run where it stopped.
-    Rank 0 writes `config.json`, `metrics.jsonl`, `checkpoint.pt`, the task's plots and
+    Keys left at none take the task's value (`Config.for_task`). Rank 0 writes `config.json`
+    (with those values), `metrics.jsonl`, `checkpoint.pt`, the task's plots and
     `summary.json`.
     """
     started = time.perf_counter()
+    config = config.for_task()  # the values a run trains with, as config.json records them
     task = get_task(config.run.task)
     runtime = runtime or Runtime()
     out = Path(out)
