@@ -77,8 +77,8 @@ class ModelConfig(Section):
 # model keeps its validation loss only with the exact (implicit) gradient, and with it needs a
 # cap of 10 to keep its training solves at the tolerance; images and contrastive features train
 # as well with the one-step gradient at a fraction of its cost (benchmarks: equilibrium-defaults).
-# Image classifiers train on batches of 64, which two CPU threads run twice as fast per epoch as
-# batches of 32 at the same accuracy (the digits command in about 45 s)
+# Image classifiers train on batches of 64, whose epochs two CPU threads run about twice as fast
+# as batches of 32 at the same accuracy (benchmarks: equilibrium-defaults, the digits runs)
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "deq": {
         "backward": {"lm": "implicit", "*": "onestep"},
