@@ -116,7 +116,14 @@ def test_the_multiscale_guess_has_the_shapes_and_signs_of_the_mdeq_state():
 def test_an_initializer_fitted_to_fixed_points_starts_solves_nearer_them():
     from types import SimpleNamespace
 
-    from benchmarks.parts.initializer_fit import fit, fixed_points, nfe_from, relative_residual
+    from benchmarks.parts.initializer_fit import (
+        fit,
+        fixed_points,
+        moved,
+        nfe_from,
+        relative_distance,
+        relative_residual,
+    )
     from equilibria.models.mdeq import MDEQ
 
     torch.manual_seed(0)
@@ -137,3 +144,11 @@ def test_an_initializer_fitted_to_fixed_points_starts_solves_nearer_them():
         guess = wide(x)
     assert float(relative_residual(frozen, guess, x).median()) < 0.9  # zeros: 1
     assert nfe_from(frozen, z, x) <= 2 < nfe_from(frozen, zeros, x)
+    # guesses placed at a set distance from the fixed points: that distance, fewer evaluations
+    # the nearer they are
+    for distance in (0.3, 0.01):
+        placed = moved(z, distance, seed=0)
+        torch.testing.assert_close(
+            relative_distance(placed, z), torch.full((len(x),), distance), rtol=1e-4, atol=0.0
+        )
+    assert nfe_from(frozen, moved(z, 0.01, 0), x) < nfe_from(frozen, moved(z, 0.3, 0), x)
