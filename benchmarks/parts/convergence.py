@@ -24,6 +24,7 @@ from ..registry import register
 from ..report import Check, Column, Section, Table
 from ..train_runs import (
     IMPLICIT_RECIPE,
+    PREVIOUS_IMAGE_BATCH,
     TRAINING_MODULES,
     epoch_records,
     in_pairs,
@@ -60,7 +61,7 @@ INIT_TIME_RATIO = 1.3  # and the training time at least 1.3x
 def datasets(config: BenchConfig) -> dict[str, tuple[str, ...]]:
     """The data sets measured, with their settings (MNIST-t10k when its files are present)."""
     epochs = 2 if config.quick else 10
-    found = {"digits": (f"optim.epochs={epochs}",)}
+    found = {"digits": (f"optim.epochs={epochs}", PREVIOUS_IMAGE_BATCH)}
     if not config.quick and mnist_available(SHARED_DATA):
         mnist = [o for o in MNIST_COMMON if not o.startswith(("run.sweep", "run.progress"))]
         found["MNIST-t10k"] = (*mnist, "optim.epochs=3", f"data.data_dir={SHARED_DATA}")

@@ -23,6 +23,7 @@ from ..registry import register
 from ..report import Check, Column, Section, Table
 from ..train_runs import (
     IMPLICIT_RECIPE,
+    PREVIOUS_IMAGE_BATCH,
     TRAINING_MODULES,
     epoch_records,
     in_pairs,
@@ -33,7 +34,6 @@ from ..train_runs import (
 
 # the defaults this tree changed, set back to what they were: the "previous default" rows
 PREVIOUS_DEFAULTS = (*IMPLICIT_RECIPE, "deq.jacobian_p=1", "deq.max_iter=8")
-PREVIOUS_DIGITS_BATCH = "data.batch_size=32"  # image classifiers' batch before it became 64
 DIGITS_ACCURACY = 0.992  # mean over three seeds
 DIGITS_SECONDS = 60.0  # the whole default command, on the 2-core machine
 CONVERGED = 0.95  # share of test solves below tolerance within the test cap
@@ -105,7 +105,7 @@ def run_defaults(config: BenchConfig) -> Section:
         seed: train(folder / f"digits-{seed}", (*quick, f"run.seed={seed}"), threads=None)
         for seed in seeds
     }
-    previous = (*PREVIOUS_DEFAULTS, PREVIOUS_DIGITS_BATCH)
+    previous = (*PREVIOUS_DEFAULTS, PREVIOUS_IMAGE_BATCH)
     digits_previous = train(
         folder / "digits-previous", (*quick, *previous, "run.seed=0"), threads=None
     )
@@ -124,7 +124,7 @@ def run_defaults(config: BenchConfig) -> Section:
             "alone on the machine with torch's threads",
             "lm, ssl": "`equilibria train --task lm|ssl`, two runs at a time, one thread each",
             "lm text": "the default (Python's pydoc topics)",
-            "previous default": " ".join(PREVIOUS_DEFAULTS) + f" (digits: {PREVIOUS_DIGITS_BATCH})",
+            "previous default": " ".join(PREVIOUS_DEFAULTS) + f" (digits: {PREVIOUS_IMAGE_BATCH})",
         },
     )
     runs = {
@@ -261,7 +261,9 @@ def run_toolkit(config: BenchConfig) -> Section:
     folder = config.out / "equilibrium-toolkit"
     jobs = {
         (name, seed): partial(
-            train, folder / slug(f"{name[:40]} {seed}"), (*quick, *options, f"run.seed={seed}")
+            train,
+            folder / slug(f"{name[:40]} {seed}"),
+            (*quick, PREVIOUS_IMAGE_BATCH, *options, f"run.seed={seed}"),
         )
         for name, options in TOOLKIT.items()
         for seed in seeds
@@ -281,6 +283,7 @@ def run_toolkit(config: BenchConfig) -> Section:
         ),
         settings={
             "seeds": ", ".join(map(str, seeds)),
+            "every row": f"{PREVIOUS_IMAGE_BATCH} (the batch the table was measured at)",
             **{name: " ".join(options) or "defaults" for name, options in TOOLKIT.items()},
         },
     )
@@ -326,7 +329,8 @@ def first_epoch_at(history: list[dict[str, Any]], accuracy: float) -> dict[str, 
 def reuse_data(config: BenchConfig) -> dict[str, tuple[str, ...]]:
     """The data sets of the reuse comparison (digits: MNIST-t10k's runs did not fit the time of
     one benchmark run beside the other parts)."""
-    return {"digits": ("optim.epochs=2",) if config.quick else ()}
+    quick = ("optim.epochs=2",) if config.quick else ()
+    return {"digits": (*quick, PREVIOUS_IMAGE_BATCH)}  # the batch its table was measured at
 
 
 @register(

@@ -26,7 +26,7 @@ from ..config import BenchConfig
 from ..frozen import Frozen, Sampling, load_frozen
 from ..registry import register
 from ..report import Check, Column, Section, Table
-from ..train_runs import TRAINING_MODULES, train_model
+from ..train_runs import PREVIOUS_IMAGE_BATCH, TRAINING_MODULES, train_model
 
 TIGHT = 1e-6  # relative tolerance of the fixed points the initializers are fitted to
 TIGHT_CAP = 100
@@ -128,6 +128,7 @@ def run(config: BenchConfig) -> Section:
         "model.arch=mdeq",
         "deq.init=joint",
         f"optim.epochs={epochs}",
+        PREVIOUS_IMAGE_BATCH,  # the convergence part's batch
         f"run.seed={config.seed}",
         "run.sweep=1",
         "run.threads=1",

@@ -34,7 +34,7 @@ from ..plots import line_plot
 from ..registry import PARTS, register
 from ..report import Check, Column, Figure, Section, Table
 from ..runner import command_line, run
-from ..train_runs import TRAINING_MODULES, run_cli, step_memory
+from ..train_runs import PREVIOUS_IMAGE_BATCH, TRAINING_MODULES, run_cli, step_memory
 
 DIGITS_TARGET_ACCURACY = 0.99
 DIGITS_TARGET_SECONDS = 120.0
@@ -179,7 +179,8 @@ def block(config: BenchConfig) -> Section:
     for name, residual in variants.items():
         for seed in seeds:
             out = config.out / f"block-residual-{residual}-seed{seed}"
-            summary, _ = run_cli(out, [f"run.seed={seed}", f"model.residual={residual}"])
+            overrides = [f"run.seed={seed}", f"model.residual={residual}", PREVIOUS_IMAGE_BATCH]
+            summary, _ = run_cli(out, overrides)
             trace = summary["residual_traces"]["anderson"]["median"]
             at2 = [r["accuracy"] for r in summary["elastic"] if r["max_iter"] == 2]
             table.add(
@@ -240,7 +241,13 @@ def gradient_modes(config: BenchConfig) -> Section:
     for label, backward in GRADIENT_MODES.items():
         for seed in seeds:
             out = config.out / f"gradients-{backward}-seed{seed}"
-            overrides = [f"run.seed={seed}", f"deq.backward={backward}", *NO_PENALTY, *quick]
+            overrides = [
+                f"run.seed={seed}",
+                f"deq.backward={backward}",
+                *NO_PENALTY,
+                PREVIOUS_IMAGE_BATCH,
+                *quick,
+            ]
             summary, _ = run_cli(out, overrides, threads=1)
             table.add(
                 mode=label,

@@ -50,7 +50,7 @@ from ..report import Check, Column, Figure, Section, Table
 from ..residuals import best_residuals, evaluations_to
 from ..solver_sets import classical_solvers
 from ..timing import CLOCKS, interleaved
-from ..train_runs import IMPLICIT_RECIPE, train_model
+from ..train_runs import IMPLICIT_RECIPE, PREVIOUS_IMAGE_BATCH, train_model
 
 NFE_TARGET = 2.0  # at least 2x fewer evaluations than the best classical solver
 TIME_TARGET = 1.5  # and 1.5x less time
@@ -75,7 +75,7 @@ class Settings:
         test_batches: held-out batches measured (None: the whole test split).
     """
 
-    train_overrides: tuple[str, ...] = IMPLICIT_RECIPE
+    train_overrides: tuple[str, ...] = (*IMPLICIT_RECIPE, PREVIOUS_IMAGE_BATCH)
     solver_batches: int = 12
     batch_size: int = 128
     training: SolverTraining = field(
