@@ -54,13 +54,15 @@ def train_model(out: Path, overrides: tuple[str, ...]) -> Path:
     return out / "checkpoint.pt"
 
 
-def step_memory(overrides: list[str], data_dir: Path, batch: int) -> dict[str, Any]:
-    """Activation bytes saved for backward and peak tensor bytes of one training step."""
+def step_memory(overrides: list[str], data_dir: Path) -> dict[str, Any]:
+    """Activation bytes saved for backward and peak tensor bytes of one training step of the
+    run `overrides` describe, at the batch that run trains with."""
     from equilibria.config import Config
     from equilibria.data import load_data
     from equilibria.models import build_model
 
-    config = Config().override([*overrides, f"data.data_dir={data_dir}"])
+    config = Config().override([*overrides, f"data.data_dir={data_dir}"]).for_task()
+    batch = config.data.batch_size
     data = load_data(config.data.dataset, data_dir, download=False)
     torch.manual_seed(0)
     model = build_model(config, data.shape, data.classes)

@@ -51,7 +51,7 @@ def fake_summary(out: Path, overrides: tuple[str, ...], threads: int | None = 1)
     }
 
 
-def fake_memory(overrides, data_dir, batch) -> dict:
+def fake_memory(overrides, data_dir) -> dict:
     blocks = next((int(o.split("=")[1]) for o in overrides if "resnet_blocks" in o), 0)
     return {"parameters": 48000, "saved_mb": 4.0 * blocks if blocks else 1.5, "peak_mb": 9.0}
 

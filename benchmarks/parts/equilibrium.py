@@ -444,9 +444,6 @@ def run_mnist(config: BenchConfig) -> Section:
         for seed in seeds
     }
     results = in_pairs(jobs)
-    from equilibria.config import Config
-
-    batch = Config().override(list(common)).for_task().data.batch_size  # the runs' batch
     section.summary = (
         "The MNIST test set alone (8004 train / 1996 test), every model trained by the command "
         f"line with the same recipe ({epochs} epochs, Adam, cosine schedule, label smoothing, "
@@ -475,7 +472,7 @@ def run_mnist(config: BenchConfig) -> Section:
         runs = [results[(name, seed)] for seed in seeds]
         accuracy = mean_and_spread([100 * r["test_accuracy"] for r in runs])
         seconds = mean_and_spread([r["train_seconds"] for r in runs])
-        memory = step_memory([*common, *options], SHARED_DATA, batch)
+        memory = step_memory([*common, *options], SHARED_DATA)
         summary[name] = {"accuracy": accuracy[0], "seconds": seconds[0], **memory}
         converged = [r["test_converged"] for r in runs if r.get("test_converged") is not None]
         table.add(

@@ -301,13 +301,10 @@ def mnist(config: BenchConfig, data_dir: Path = SHARED_DATA) -> Section:
             Column("peak_mb", "peak tensor MB", ".2f"),
         ],
     )
-    from equilibria.config import Config
-
-    batch = Config().override(list(common)).for_task().data.batch_size  # the runs' batch
     results = {}
     for name, (folder, overrides, _) in MNIST_MODELS.items():
         summary, _ = run_cli(config.out / f"mnist-{folder}", [*common, *overrides])
-        memory = step_memory([*common, *overrides], data_dir, batch)
+        memory = step_memory([*common, *overrides], data_dir)
         results[name] = {**summary, **memory}
         table.add(
             model=name,
