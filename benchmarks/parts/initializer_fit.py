@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from equilibria.state import StateLayout
+
 from .. import residuals
 from ..config import BenchConfig
 from ..frozen import Frozen, Sampling, load_frozen
@@ -95,11 +97,11 @@ def relative_distance(guess: tuple[torch.Tensor, ...], z: tuple[torch.Tensor, ..
 def moved(z: tuple[torch.Tensor, ...], distance: float, seed: int) -> tuple[torch.Tensor, ...]:
     """The states `z` moved `distance` times their norm in a random direction (per sample)."""
     generator = torch.Generator().manual_seed(seed)
-    steps = [torch.randn(level.shape, generator=generator) for level in z]
-    norm = torch.cat([level.flatten(1) for level in z], 1).norm(dim=1)
-    step_norm = torch.cat([step.flatten(1) for step in steps], 1).norm(dim=1)
-    scale = (distance * norm / step_norm).view(-1, *([1] * (z[0].dim() - 1)))
-    return tuple(level + scale * step for level, step in zip(z, steps, strict=True))
+    layout = StateLayout.of(z)
+    flat = layout.flatten(z)
+    step = layout.flatten(tuple(torch.randn(level.shape, generator=generator) for level in z))
+    scale = distance * flat.norm(dim=1, keepdim=True) / step.norm(dim=1, keepdim=True)
+    return layout.unflatten(flat + scale * step)
 
 
 def score(
