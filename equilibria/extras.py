@@ -15,15 +15,20 @@ class MissingExtraError(EquilibriaError, ImportError):
     """An optional package that a feature needs is not installed."""
 
 
+def missing_extra(module: str, purpose: str, install: str, detail: str = "") -> MissingExtraError:
+    """The error for a missing optional package: what needs it, and how to install it."""
+    return MissingExtraError(
+        f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed"
+        f"{detail}; install it with: {install}"
+    )
+
+
 def require(module: str, purpose: str, install: str = TRAIN_EXTRA) -> ModuleType:
     """Import `module`, or raise MissingExtraError saying what needs it and how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise MissingExtraError(
-            f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed "
-            f"({error}); install it with: {install}"
-        ) from None
+        raise missing_extra(module, purpose, install, f" ({error})") from None
 
 
 def require_installed(module: str, purpose: str, install: str = TRAIN_EXTRA) -> None:
@@ -34,7 +39,4 @@ def require_installed(module: str, purpose: str, install: str = TRAIN_EXTRA) -> 
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise MissingExtraError(
-            f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed; "
-            f"install it with: {install}"
-        )
+        raise missing_extra(module, purpose, install)
