@@ -14,6 +14,7 @@ from typing import Any
 
 from . import cells, neural, stability
 from .backward import BACKWARDS, Backward, Implicit, OneStep, Phantom, Unrolled, make_backward
+from .breadth import BreadthResult, solve_breadth
 from .deq import DEQ, DEQStats, jacobian_loss
 from .errors import (
     ConvergenceWarning,
@@ -101,6 +102,8 @@ __all__ = [
     "make_backward",
     "make_solver",
     "solve",
+    "solve_breadth",
+    "BreadthResult",
     "cells",
     # stability and training toolkit
     "stability",
