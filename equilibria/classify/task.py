@@ -10,7 +10,7 @@ from ..data import ImageData
 from ..tasks import Task
 from .evaluate import evaluate_run
 from .report import finalize
-from .setup import classifier, explicit_model, training_data
+from .setup import classifier, explicit_model, recorded_images, trained_classifier, training_data
 from .solver_inputs import solver_inputs
 from .trainer import Trainer
 
@@ -63,4 +63,6 @@ TASK = Task(
     run_name=lambda config: f"{config.data.dataset}-{config.model.arch}",
     evaluate=evaluate_run,
     solver_inputs=solver_inputs,
+    load_model=trained_classifier,
+    model_data=recorded_images,
 )

@@ -16,6 +16,7 @@ from ..training.loop import EpochLoop, Outcome, StepHook, TrainState, solve_part
 from ..training.reuse import FixedPointStore
 from ..training.sampling import steps_per_epoch, train_batches
 from .engine import evaluate, train_step
+from .setup import image_record
 
 __all__ = ["Outcome", "StepHook", "TrainState", "Trainer"]
 
@@ -59,11 +60,7 @@ class Trainer(EpochLoop[ImageData]):
     def _checkpoint_extras(self) -> dict[str, Any]:
         return {
             "average": None if self.average is None else self.average.state_dict(),
-            "data": {
-                "name": self.data.name,
-                "shape": list(self.data.shape),
-                "classes": self.data.classes,
-            },
+            "data": image_record(self.data),
             "world_size": self.runtime.world_size,
         }
 

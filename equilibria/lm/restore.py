@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -24,15 +26,36 @@ def load_language_model(
             f"{path} holds a run of task {config.run.task!r}; sample needs a language model "
             "(a run of 'equilibria train --task lm')"
         )
-    chars = (checkpoint.get("data") or {}).get("vocab")
-    if not isinstance(chars, str):
-        raise CheckpointError(f"{path} holds no vocabulary, so its tokens cannot be read")
+    vocab = _vocabulary(checkpoint, str(path))
     if device:
         config = config.override([f"run.device={device}"])
-    vocab = Vocabulary(chars)
+    return config, vocab, _restored(config, vocab, checkpoint, str(path))
+
+
+def checkpoint_vocabulary(config: Config, checkpoint: Mapping[str, Any]) -> Vocabulary:
+    """The vocabulary a language-model checkpoint was trained with (what `encode` needs)."""
+    return _vocabulary(checkpoint, "the checkpoint")
+
+
+def trained_language_model(config: Config, checkpoint: Mapping[str, Any]) -> nn.Module:
+    """The language model of a saved run, in eval mode on the CPU."""
+    vocab = checkpoint_vocabulary(config, checkpoint)
+    return _restored(config, vocab, checkpoint, "the checkpoint").eval()
+
+
+def _vocabulary(checkpoint: Mapping[str, Any], source: str) -> Vocabulary:
+    chars = (checkpoint.get("data") or {}).get("vocab")
+    if not isinstance(chars, str):
+        raise CheckpointError(f"{source} holds no vocabulary, so its tokens cannot be read")
+    return Vocabulary(chars)
+
+
+def _restored(
+    config: Config, vocab: Vocabulary, checkpoint: Mapping[str, Any], source: str
+) -> nn.Module:
     model = build_language_model(config, len(vocab))
-    restore_model(model, checkpoint["model"], str(path))
-    return config, vocab, model
+    restore_model(model, checkpoint["model"], source)
+    return model
 
 
 def scored_text(config: Config, vocab: Vocabulary, path: Path) -> TextData:

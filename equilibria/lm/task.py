@@ -15,6 +15,7 @@ from ..training.distributed import Runtime
 from .evaluate import evaluate_run, explicit_model
 from .model import build_language_model, context_length
 from .report import finalize
+from .restore import checkpoint_vocabulary, trained_language_model
 from .sample import sample_run
 from .solver_inputs import solver_inputs
 from .trainer import LMTrainer
@@ -89,4 +90,6 @@ TASK = Task(
     evaluate=evaluate_run,
     solver_inputs=solver_inputs,
     sample=sample_run,
+    load_model=trained_language_model,
+    model_data=checkpoint_vocabulary,
 )

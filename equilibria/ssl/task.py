@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..classify.setup import recorded_images
 from ..config import Config, ConfigError
 from ..data import ImageData, load_data
 from ..files import write_json, write_jsonl
 from ..tasks import Task
-from ..training.checkpoint import CheckpointError
+from ..training.checkpoint import CheckpointError, restore_model
 from ..training.distributed import Runtime
 from ..training.equilibrium import equilibrium_summary
 from ..training.metrics import history_mean
@@ -46,6 +47,13 @@ def training_images(config: Config) -> ImageData:
 
 def contrastive_model(config: Config, data: ImageData) -> ContrastiveModel:
     return build_contrastive_model(config, data.shape[0])
+
+
+def trained_contrastive_model(config: Config, checkpoint: dict) -> ContrastiveModel:
+    """The backbone and projection head of a saved run, in eval mode on the CPU."""
+    model = contrastive_model(config, recorded_images(config, checkpoint))
+    restore_model(model, checkpoint["model"], "the checkpoint")
+    return model.eval()
 
 
 def announce(config: Config, data: ImageData, trainer: ContrastiveTrainer, out: Path) -> str:
@@ -139,4 +147,6 @@ TASK = Task(
     finalize=finalize,
     headline=headline,
     check=check,
+    load_model=trained_contrastive_model,
+    model_data=recorded_images,
 )

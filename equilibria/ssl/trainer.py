@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..classify.setup import image_record
 from ..data import ImageData
 from ..training.checkpoint import restore_model
 from ..training.loop import EpochLoop, Outcome, StepHook, TrainState
@@ -85,6 +86,7 @@ class ContrastiveTrainer(EpochLoop[ImageData]):
             "second": self.state.second.state(),
             "init_probe": self.state.init_probe,
             "task": "ssl",
+            "data": image_record(self.data),
         }
 
     def run(self) -> Outcome:

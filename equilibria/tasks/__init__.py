@@ -1,12 +1,14 @@
 """Tasks: the contract every task fulfils (`Task`), the registry of tasks and its look-ups.
 
 `get_task(name)` loads a task's module only when asked; `run_task` (in `tasks.run`) trains any
-of them. Adding a task is one package that defines a `TASK` and one line in `registry.TASKS`.
+of them, and `load_run` (in `tasks.loading`) reads a saved run of any of them back for one's own
+code. Adding a task is one package that defines a `TASK` and one line in `registry.TASKS`.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ..errors import ConfigError
 from .contract import (
@@ -20,6 +22,21 @@ from .contract import (
     Task,
 )
 from .registry import TASKS
+
+# names loaded on first use: `loading` reads configs, and the config imports this package's
+# registry, so importing it here would be a cycle
+LAZY = {"LoadedRun": "loading", "load_run": "loading"}
+
+
+def __getattr__(name: str) -> Any:
+    """`load_run` and `LoadedRun`, imported from `tasks.loading` on first use."""
+    if name in LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY])
 
 
 def get_task(name: str) -> Task:
@@ -59,12 +76,14 @@ __all__ = [
     "TASKS",
     "EvalRequest",
     "Evaluation",
+    "LoadedRun",
     "Sample",
     "SampleRequest",
     "SolverInputs",
     "SolverRequest",
     "Task",
     "get_task",
+    "load_run",
     "task_for",
     "tasks_with",
 ]

@@ -4,7 +4,8 @@ A task names its data, its model, its trainer (an `EpochLoop`), how a finished r
 (`finalize`) and said in one line (`headline`). The capabilities are optional: a task that can
 `evaluate` a saved run, give the DEQ inputs a learned solver trains on (`solver_inputs`) or
 `sample` from a trained model offers a function for it, and the command line offers the matching
-command (`eval`, `train-solver`, `sample`) for its runs.
+command (`eval`, `train-solver`, `sample`) for its runs; a task that can `load_model` lets
+`load_run` hand its trained model to one's own code.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ class Task:
     `check(config, runtime, checkpoint)` refuses what the task cannot run, before any work;
     `explicit_model(config)` describes a model that runs no solver (None: it solves for an
     equilibrium); `run_name(config)` names the default output folder.
+
+    `load_model(config, checkpoint)` (the stored config, the checkpoint's contents) is the
+    trained model, in eval mode on the CPU (the weight average when the run kept one), built
+    without the training data; `model_data(config, checkpoint)` is what one's own inputs are
+    made with (an `ImageData` holding no images, a `Vocabulary`, ...).
     """
 
     name: str
@@ -140,6 +146,8 @@ class Task:
     evaluate: Callable[[EvalRequest], Evaluation] | None = None
     solver_inputs: Callable[[SolverRequest], SolverInputs] | None = None
     sample: Callable[[SampleRequest], Sample] | None = None
+    load_model: Callable[[Config, dict], nn.Module] | None = None
+    model_data: Callable[[Config, dict], Any] | None = None
 
     def describe_model(self, config: Config) -> str | None:
         """What `explicit_model` says of the config's model (None: an equilibrium model)."""
@@ -150,4 +158,4 @@ class Task:
         return self.run_name(config) if self.run_name is not None else self.name
 
 
-CAPABILITIES = ("evaluate", "solver_inputs", "sample")
+CAPABILITIES = ("evaluate", "solver_inputs", "sample", "load_model")
