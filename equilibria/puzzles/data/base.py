@@ -14,7 +14,7 @@ from ...files import atomic_write_bytes
 from .text import read_text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PuzzleSet:
     """Puzzles of one family and one size, in the family's tensor encoding.
 
@@ -23,6 +23,8 @@ class PuzzleSet:
         inputs, targets: one puzzle per row (the encodings are described by each family).
         difficulty: the family's knob (bits, maze cells per side, Sudoku givens).
         names: where each puzzle came from, for puzzles read from a file (None when generated).
+
+    Two sets are equal only when they are the same object (compare their tensors instead).
     """
 
     family: str
