@@ -59,6 +59,8 @@ LAZY_PACKAGES = (
 )
 # names of the learned solvers' training, from `equilibria.neural`
 LAZY_NEURAL = ("SolverTraining", "fit_neural_solver")
+# a trained run read back (`eq.load_run(RUN)`), from `equilibria.tasks`
+LAZY_TASKS = ("LoadedRun", "load_run")
 
 
 def __getattr__(name: str) -> Any:
@@ -67,11 +69,13 @@ def __getattr__(name: str) -> Any:
         return import_module(f"{__name__}.{name}")
     if name in LAZY_NEURAL:
         return getattr(neural, name)
+    if name in LAZY_TASKS:
+        return getattr(import_module(f"{__name__}.tasks"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *LAZY_PACKAGES, *LAZY_NEURAL])
+    return sorted([*globals(), *LAZY_PACKAGES, *LAZY_NEURAL, *LAZY_TASKS])
 
 
 __all__ = [
@@ -123,4 +127,7 @@ __all__ = [
     "NeuralSolver",
     "SolverTraining",
     "fit_neural_solver",
+    # runs
+    "LoadedRun",
+    "load_run",
 ]

@@ -43,7 +43,7 @@ def test_names_have_one_source_each():
 
 
 def test_capabilities_are_found_by_asking_the_tasks():
-    assert [t.name for t in tasks_with("evaluate")] == ["classify", "lm"]
+    assert [t.name for t in tasks_with("evaluate")] == ["classify", "lm", "puzzles"]
     assert [t.name for t in tasks_with("solver_inputs")] == ["classify", "lm"]
     assert [t.name for t in tasks_with("sample")] == ["lm"]
     with pytest.raises(ConfigError, match="sample needs a language model"):

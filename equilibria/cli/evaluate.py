@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import check_choice
+from ..errors import ConfigError, check_choice
 from ..solvers import SOLVERS
-from ..tasks import EvalRequest, task_for
+from ..tasks import EvalRequest, Task, task_for, tasks_with
 from ..training.checkpoint import find_checkpoint, load_checkpoint, stored_config
 from .arguments import number
 from .eval_settings import describe, solve_options, write_eval
@@ -36,10 +36,13 @@ def _solver(text: str) -> str:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
-        help="evaluate a classifier or language model, at any solver setting or over budgets",
+        help="evaluate a classifier, language model or puzzle solver, at any solver setting or "
+        "over budgets",
         description=(
-            "Evaluate a trained image classifier (test accuracy) or language model (bits per "
-            "character and accuracy of next-character prediction on its text). Without options "
+            "Evaluate a trained image classifier (test accuracy), language model (bits per "
+            "character and accuracy of next-character prediction on its text) or puzzle solver "
+            "(puzzles solved at each test difficulty, harder sizes with --sizes, a puzzle file "
+            "with --data, several starts with --starts). Without options "
             "the solver settings of its config (eval mode) are used; --solver, --tol and "
             "--max-iter change them, and --sweep evaluates at several iteration caps (accuracy "
             "or bits per character against compute)."
@@ -65,7 +68,52 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     parser.add_argument("--data-dir", help="folder with the image data files (classifiers)")
     parser.add_argument("--out", type=Path, help="write eval.json (and the sweep plot) here")
+    puzzles = parser.add_argument_group("puzzle runs")
+    puzzles.add_argument(
+        "--data", type=Path, metavar="FILE", help="test on the puzzles of a text file instead"
+    )
+    puzzles.add_argument(
+        "--sizes", type=_caps, metavar="SIZES", help="difficulties to generate, e.g. 64,128"
+    )
+    puzzles.add_argument(
+        "--starts", type=number(int, 1), default=1, help="starts per puzzle (breadth; default 1)"
+    )
+    puzzles.add_argument(
+        "--select",
+        choices=("residual", "vote"),
+        default="residual",
+        help="with --starts: keep the lowest-residual start (default) or the majority answer",
+    )
     parser.set_defaults(run=run)
+
+
+# the options only some tasks read: their EvalRequest field, and the value that means unset
+TASK_OPTIONS = {
+    "--data": ("data_file", None),
+    "--sizes": ("sizes", None),
+    "--starts": ("starts", 1),
+    "--select": ("select", "residual"),
+}
+
+
+def _task_options(args: argparse.Namespace, task: Task, path: Path) -> dict:
+    """The task-specific options given, refused for a task that does not read them."""
+    values = {
+        "data_file": args.data,
+        "sizes": tuple(args.sizes) if args.sizes else None,
+        "starts": args.starts,
+        "select": args.select,
+    }
+    for flag, (name, unset) in TASK_OPTIONS.items():
+        if values[name] != unset and name not in task.eval_options:
+            able = [t.name for t in tasks_with("evaluate") if name in t.eval_options]
+            raise ConfigError(
+                f"{flag} applies to runs of task {' or '.join(able)}; {path} holds a run of "
+                f"task {task.name!r}"
+            )
+    if args.data is not None and args.sizes:
+        raise ConfigError("--data tests the puzzles of a file, --sizes generated ones; give one")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,13 +130,17 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=args.data_dir,
         plot=bool(args.out and args.sweep),
+        out=args.out,
+        **_task_options(args, task, path),
     )
     result = task.evaluate(request)
     if not result.is_main:
         return 0
     print(f"{path} on {result.heading} ({describe(result.solve)}):")
     for row in result.rows:
-        label = f"max_iter {row['max_iter']}" if "max_iter" in row else result.label
+        label = row.get("label") or (
+            f"max_iter {row['max_iter']}" if "max_iter" in row else result.label
+        )
         print("  " + result.row_text(label, row))
     if args.out:
         write_eval(args.out, path, result.solve, result.rows, **result.record)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .fields import ConfigError, Section, suggest
 from .lm import LMConfig
+from .puzzles import PuzzlesConfig
 from .schema import (
     DEQ_MODELS,
     SECTIONS,
@@ -39,6 +40,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    puzzles: PuzzlesConfig = field(default_factory=PuzzlesConfig)
 
     def __post_init__(self) -> None:
         self.deq.for_task(self.run.task)  # raises on settings the task's recipe ignores

@@ -14,6 +14,7 @@ from ..solvers import SOLVERS
 from ..tasks.registry import TASKS as TASK_MODULES
 from .fields import ConfigError, Section, option
 from .lm import LMConfig
+from .puzzles import PuzzlesConfig
 from .ssl import SSLConfig
 
 MODELS = tuple(ARCHITECTURES)
@@ -78,13 +79,18 @@ class ModelConfig(Section):
 # cap of 10 to keep its training solves at the tolerance; images and contrastive features train
 # as well with the one-step gradient at a fraction of its cost (benchmarks: equilibrium-defaults).
 # Image classifiers train on batches of 64, whose epochs two CPU threads run about twice as fast
-# as batches of 32 at the same accuracy (benchmarks: equilibrium-defaults, the digits runs)
+# as batches of 32 at the same accuracy (benchmarks: equilibrium-defaults, the digits runs).
+# Puzzles train at a cap that grows with the difficulty they train on: a value of None leaves the
+# key for the task to resolve (the puzzle family's cap, `equilibria.puzzles.families`); they
+# train on batches of 64 and without the Jacobian penalty, which slows the long-range propagation
+# their answers need (benchmarks: puzzles)
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "deq": {
         "backward": {"lm": "implicit", "*": "onestep"},
-        "max_iter": {"lm": 10, "*": 8},
+        "max_iter": {"lm": 10, "puzzles": None, "*": 8},
+        "jacobian_gamma": {"puzzles": 0.0, "*": 2.0},
     },
-    "data": {"batch_size": {"classify": 64, "*": 32}},
+    "data": {"batch_size": {"classify": 64, "puzzles": 64, "*": 32}},
 }
 
 
@@ -97,7 +103,11 @@ def task_default(section: str, key: str, task: str) -> Any:
 def _by_task(section: str, key: str) -> str:
     """'none: the task's, implicit for lm, else onestep', for a help text."""
     by_task = TASK_DEFAULTS[section][key]
-    named = ", ".join(f"{value} for {task}" for task, value in by_task.items() if task != "*")
+    named = ", ".join(
+        f"{'its own' if value is None else value} for {task}"
+        for task, value in by_task.items()
+        if task != "*"
+    )
     return f"none: the task's, {named}, else {by_task['*']}"
 
 
@@ -155,8 +165,11 @@ class DEQConfig(Section):
     phantom_tau: float = option(0.6, "phantom only: damping", above=0.0, maximum=1.0)
     pretrain_steps: int = option(0, "training steps of unrolled pretraining first", minimum=0)
     pretrain_depth: int = option(6, "cell applications in unrolled pretraining", minimum=1)
-    jacobian_gamma: float = option(
-        2.0, "weight of the Jacobian penalty, which keeps solves converging (0: off)", minimum=0.0
+    jacobian_gamma: float | None = option(
+        None,
+        "weight of the Jacobian penalty, which keeps solves converging (0: off; "
+        f"{_by_task('deq', 'jacobian_gamma')})",
+        minimum=0.0,
     )
     jacobian_p: float = option(
         0.2, "fraction of steps computing the penalty", minimum=0.0, maximum=1.0
@@ -258,8 +271,8 @@ class RunConfig(Section):
 
     task: str = option(
         "classify",
-        "classify (image classes), lm (character language model) or ssl (contrastive "
-        "pre-training with a linear probe)",
+        "classify (image classes), lm (character language model), ssl (contrastive "
+        "pre-training with a linear probe) or puzzles (reasoning puzzles that get harder)",
         choices=TASKS,
     )
     seed: int = option(0, "seed of weights, data order, augmentation and dropout", minimum=0)
@@ -288,4 +301,5 @@ SECTIONS: tuple[type[Section], ...] = (
     RunConfig,
     LMConfig,
     SSLConfig,
+    PuzzlesConfig,
 )

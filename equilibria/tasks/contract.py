@@ -28,7 +28,10 @@ class EvalRequest:
     """What `equilibria eval` asks of a saved run: `solve` holds the solver settings given
     (the solver "neural" means the one saved beside the checkpoint); `sweep` the iteration
     caps to evaluate at instead; `split` is "test" or "train"; `plot` says a sweep plot is
-    wanted (so its package is checked before any work)."""
+    wanted (so its package is checked before any work). The fields after `plot` are what only
+    some tasks read (`Task.eval_options` names them): puzzles from a file (`data_file`), the
+    difficulties to test (`sizes`), several starts per puzzle (`starts`, kept by `select`:
+    "residual" or "vote"), and the folder for pictures of the answers (`out`)."""
 
     path: Path
     checkpoint: dict
@@ -39,6 +42,12 @@ class EvalRequest:
     device: str | None = None
     data_dir: str | None = None
     plot: bool = False
+    # read only by the tasks that list them in `Task.eval_options`
+    data_file: Path | None = None
+    sizes: tuple[int, ...] | None = None
+    starts: int = 1
+    select: str = "residual"
+    out: Path | None = None
 
 
 @dataclass
@@ -126,7 +135,9 @@ class Task:
     `load_model(config, checkpoint)` (the stored config, the checkpoint's contents) is the
     trained model, in eval mode on the CPU (the weight average when the run kept one), built
     without the training data; `model_data(config, checkpoint)` is what one's own inputs are
-    made with (an `ImageData` holding no images, a `Vocabulary`, ...).
+    made with (an `ImageData` holding no images, a `Vocabulary`, ...). `eval_options` names
+    the fields of `EvalRequest` beyond the common ones that its `evaluate` reads (`equilibria
+    eval` refuses the others for its runs, naming the tasks that read them).
     """
 
     name: str
@@ -142,6 +153,7 @@ class Task:
     explicit_model: Callable[[Config], str | None] | None = None
     run_name: Callable[[Config], str] | None = None
     reads_images: bool = True
+    eval_options: tuple[str, ...] = ()
     # optional capabilities
     evaluate: Callable[[EvalRequest], Evaluation] | None = None
     solver_inputs: Callable[[SolverRequest], SolverInputs] | None = None

@@ -9,4 +9,5 @@ TASKS: dict[str, str] = {
     "classify": "equilibria.classify.task",
     "lm": "equilibria.lm.task",
     "ssl": "equilibria.ssl.task",
+    "puzzles": "equilibria.puzzles.task",
 }
