@@ -85,6 +85,7 @@ TASK = Task(
     run_name=run_name,
     reads_images=False,
     evaluate=evaluate_run,
+    eval_options=("data_file", "sizes", "starts", "select"),
     load_model=trained_puzzle_model,
     model_data=family_of,
 )
