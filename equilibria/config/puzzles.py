@@ -64,6 +64,18 @@ class PuzzlesConfig(Section):
         "attractor rather than a path from one start (0: from zeros)",
         minimum=0.0,
     )
+    path_noise: float = option(
+        0.0,
+        "deq only: in training, Gaussian noise of this scale on every state the cell is applied "
+        "to, so the model learns an attractor rather than a path (0: none)",
+        minimum=0.0,
+    )
+    early_loss: float = option(
+        0.0,
+        "deq only: weight of a second loss on one cell application at the state a random "
+        "earlier iteration reached, so every state moves towards the answer (0: off)",
+        minimum=0.0,
+    )
     test_iterations: float = option(
         8.0,
         "test-time cap per unit of difficulty: cap = this x bits, x cells^2 / 2, or x 6 for "

@@ -91,6 +91,8 @@ TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "jacobian_gamma": {"puzzles": 0.0, "*": 2.0},
     },
     "data": {"batch_size": {"classify": 64, "puzzles": 64, "*": 32}},
+    # exact-match answers: no label smoothing, and the gentler rate the puzzle cells train at
+    "optim": {"lr": {"puzzles": 2e-3, "*": 1e-2}, "label_smoothing": {"puzzles": 0.0, "*": 0.1}},
 }
 
 
@@ -249,14 +251,16 @@ class OptimConfig(Section):
     name: ClassVar[str] = "optim"
 
     optimizer: str = option("adam", "adam, adamw or sgd", choices=OPTIMIZERS)
-    lr: float = option(1e-2, "peak learning rate", above=0.0)
+    lr: float | None = option(None, f"peak learning rate ({_by_task('optim', 'lr')})", above=0.0)
     weight_decay: float = option(0.0, "weight decay", minimum=0.0)
     momentum: float = option(0.9, "sgd only: momentum", minimum=0.0, maximum=1.0)
     epochs: int = option(20, "training epochs", minimum=1)
     schedule: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs", minimum=0.0)
     grad_clip: float = option(1.0, "clip the global gradient norm (0: off)", minimum=0.0)
-    label_smoothing: float = option(0.1, "label smoothing", minimum=0.0, maximum=0.5)
+    label_smoothing: float | None = option(
+        None, f"label smoothing ({_by_task('optim', 'label_smoothing')})", minimum=0.0, maximum=0.5
+    )
     average: float = option(
         0.0,
         "decay of a moving average of the weights, which is tested (0: off)",

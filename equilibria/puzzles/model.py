@@ -21,6 +21,22 @@ from .families import FamilySpec
 NETWORKS = ("deq", "feedforward", "tied")
 
 
+class NoisyCell(nn.Module):
+    """`cell` with Gaussian noise of `scale` added to the state it is applied to, in training
+    only: the solver's path is perturbed, so the model learns an attractor that pulls nearby
+    states in rather than one path that reaches it."""
+
+    def __init__(self, cell: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.cell = cell
+        self.scale = float(scale)
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self.training and self.scale > 0:
+            z = z + self.scale * torch.randn_like(z)
+        return self.cell(z, u)
+
+
 class PuzzleModel(nn.Module):
     """Logits (batch, classes, *positions) for a batch of puzzles in their family's encoding.
 
@@ -32,6 +48,8 @@ class PuzzleModel(nn.Module):
         block_width: width of each feed-forward block (None: `width`).
         deq_options: keyword arguments of the `eq.DEQ` (network "deq").
         start_scale: training solves start from N(0, start_scale^2) states (0: zeros).
+        path_noise: in training, Gaussian noise of this scale on every state the DEQ's cell is
+            applied to (0: none).
     """
 
     def __init__(
@@ -44,6 +62,7 @@ class PuzzleModel(nn.Module):
         block_width: int | None = None,
         deq_options: dict[str, Any] | None = None,
         start_scale: float = 1.0,
+        path_noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -59,7 +78,8 @@ class PuzzleModel(nn.Module):
         else:
             self.cell = spec.cell(width)
         if network == "deq":
-            self.deq = DEQ(self.cell, **(deq_options or {}))
+            solved = NoisyCell(self.cell, path_noise) if path_noise > 0 else self.cell
+            self.deq = DEQ(solved, **(deq_options or {}))
 
     @property
     def stats(self) -> DEQStats | None:
@@ -90,6 +110,15 @@ class PuzzleModel(nn.Module):
 
     def forward(self, inputs: torch.Tensor, z0: torch.Tensor | None = None, **solve: Any):
         return self.logits(self.state(inputs, z0, **solve), inputs)
+
+    def early_logits(self, inputs: torch.Tensor, iterations: int) -> torch.Tensor:
+        """Logits of one differentiable cell application at the (detached) state the DEQ's
+        solve reaches after `iterations` iterations: a loss on them asks every state along the
+        way to move towards the answer, not only the fixed point."""
+        u = self.embed(inputs)
+        with torch.no_grad():
+            z = self.deq(u, self.initial_state(u), max_iter=iterations, on_failure="ignore")
+        return self.logits(self.cell(z, u), inputs)
 
     def logits(self, z: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The head on state `z`, with the answers the puzzle rules out masked away."""

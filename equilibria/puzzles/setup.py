@@ -97,7 +97,12 @@ def build_puzzle_model(config: Config, data: Any = None) -> PuzzleModel:
     depth = p.depth or training_cap(config)
     if p.network == "deq":
         return PuzzleModel(
-            spec, size, "deq", deq_options=solver_options(config), start_scale=p.start_scale
+            spec,
+            size,
+            "deq",
+            deq_options=solver_options(config),
+            start_scale=p.start_scale,
+            path_noise=p.path_noise,
         )
     block = matched_block_width(spec, size, depth) if p.network == "feedforward" else None
     return PuzzleModel(spec, size, p.network, depth=depth, block_width=block)

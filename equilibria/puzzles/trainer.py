@@ -65,8 +65,11 @@ class PuzzleTrainer(EpochLoop[PuzzleData]):
             logits, spec.loss_targets(targets), label_smoothing=config.optim.label_smoothing
         )
         stats = model.stats
+        total = penalized(loss, stats)
+        if config.puzzles.early_loss > 0 and stats is not None:
+            total = total + config.puzzles.early_loss * self._early_loss(inputs, targets)
         update(
-            penalized(loss, stats),
+            total,
             model,
             self.optimizer,
             self.scheduler,
@@ -83,6 +86,13 @@ class PuzzleTrainer(EpochLoop[PuzzleData]):
         if stats is not None:
             sums.update(solve_sums(stats))
         return sums
+
+    def _early_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss at the state of a random iteration before the training cap."""
+        cap = self.model.deq.train_settings.max_iter
+        iterations = int(torch.randint(1, max(cap, 2), ()))
+        logits = self.model.early_logits(inputs, iterations).float()
+        return F.cross_entropy(logits, self.data.spec.loss_targets(targets))
 
     def _epoch_fields(self) -> dict[str, Any]:
         """The epoch's training means and a test at the training difficulty."""
