@@ -30,12 +30,12 @@ class PuzzlesConfig(Section):
     train_size: int | None = option(
         None,
         "difficulty trained on: bits, maze cells per side, or Sudoku givens (none: the "
-        "family's, 32 bits, 7 cells, 36 givens)",
+        "family's, 32 bits, 5 cells, 36 givens)",
         minimum=1,
     )
     test_sizes: tuple[int, ...] | None = option(
         None,
-        "difficulties tested after training (none: the family's, 32,128,512 bits, 7,14,21 "
+        "difficulties tested after training (none: the family's, 32,128,512 bits, 5,10,15 "
         "cells, 36,31,26 givens)",
         minimum=1,
     )

@@ -86,7 +86,7 @@ class ModelConfig(Section):
 # their answers need (benchmarks: puzzles)
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "deq": {
-        "backward": {"lm": "implicit", "*": "onestep"},
+        "backward": {"lm": "implicit", "puzzles": "phantom", "*": "onestep"},
         "max_iter": {"lm": 10, "puzzles": None, "*": 8},
         "jacobian_gamma": {"puzzles": 0.0, "*": 2.0},
     },

@@ -161,7 +161,7 @@ class FamilySpec:
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
     "prefix_sums": FamilySpec("prefix_sums", 32, (32, 128, 512), width=32, train_cap=64),
-    "mazes": FamilySpec("mazes", 7, (7, 14, 21), width=48, train_cap=48),
+    "mazes": FamilySpec("mazes", 5, (5, 10, 15), width=48, train_cap=40),
     "sudoku": FamilySpec("sudoku", 36, (36, 31, 26), width=128, train_cap=24),
 }
 
