@@ -8,7 +8,7 @@ parameters) and the weight-tied cell backpropagated through its training depth
 the depth sweep, breadth on the hardest split, training time and equilibrium. Each trained model
 is then loaded and scored again in-process: the DEQ at 10x the sweep's best cap (does it
 overthink?), the tied network at its training depth and at 10x it, harder sizes. On mazes, the
-memory of one training step: the DEQ (its one-step gradient) at several training caps against
+memory of one training step: the DEQ (its default gradient) at several training caps against
 the tied network backpropagated through as many applications.
 
     python -m benchmarks puzzles    # in the suite (--quick: one seed, 2 epochs, no timed run)
