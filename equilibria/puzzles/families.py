@@ -7,6 +7,7 @@ rule out, its sizes and its test-time budget.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +146,15 @@ class FamilySpec:
     def loss_targets(self, targets: torch.Tensor) -> torch.Tensor:
         """Targets as class indices of the head (Sudoku digits 1..9 -> 0..8)."""
         return targets - 1 if self.name == "sudoku" else targets
+
+    @property
+    def fewer_is_harder(self) -> bool:
+        """Whether a smaller difficulty value is the harder puzzle (Sudoku: fewer givens)."""
+        return self.name == "sudoku"
+
+    def hardest(self, sizes: Iterable[int]) -> int:
+        """The hardest of the difficulties `sizes`."""
+        return min(sizes) if self.fewer_is_harder else max(sizes)
 
     def cap(self, difficulty: int, factor: float) -> int:
         """The test-time iteration cap at `difficulty`: `factor` x the bits of a string, x half

@@ -105,7 +105,7 @@ def finalize(
     sweeps, final_scores = {}, {}
     for size in sizes.test:
         sweeps[size], final_scores[size] = depth_sweep(model, data, config, device, size)
-    hardest = max(sizes.test)
+    hardest = data.spec.hardest(sizes.test)
     breadth = breadth_rows(model, data, config, device, hardest)
     final = history[-1]
     tests = {str(size): rows[-1] for size, rows in sweeps.items()}
@@ -114,6 +114,7 @@ def finalize(
         "network": config.puzzles.network,
         "explicit": explicit_model(config),
         "train_size": sizes.train,
+        "hardest_size": hardest,
         "test_sizes": list(sizes.test),
         "train_description": family.description(sizes.train),
         "tests": tests,
@@ -163,7 +164,7 @@ def _plots(
     if model.network == "deq":
         binned = {labels[size]: residual_bins(s.residual, s.solved) for size, s in scores.items()}
         plot_accuracy_vs_residual(binned, out / "accuracy_vs_residual.png", tol=tol)
-    hardest = max(sweeps)
+    hardest = data.spec.hardest(sweeps)
     puzzles = data.tests[hardest].subset(range(min(PICTURED, len(data.tests[hardest]))))
     answers = torch.cat(scores[hardest].answers)[: len(puzzles)]
     draw_puzzles(

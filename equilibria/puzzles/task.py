@@ -10,6 +10,7 @@ from typing import Any
 from ..config import Config, ConfigError
 from ..tasks import Task
 from ..training.distributed import Runtime
+from .data import FAMILIES
 from .evaluate_run import evaluate_run
 from .model import parameter_count
 from .report import finalize
@@ -53,16 +54,22 @@ def finish(config: Config, data: PuzzleData, trainer: PuzzleTrainer, out: Path) 
 
 
 def headline(summary: dict[str, Any]) -> str:
-    """'prefix_sums: solved 100.0% at 32 -> 99.5% at 512 (16x the trained size), ...'."""
+    """'prefix_sums: solved 100.0% of 32-bit strings (trained) -> 99.5% of 512-bit strings
+    (mean NFE 1150)': the trained difficulty, then the hardest tested."""
     tests, train = summary["tests"], summary["train_size"]
-    hardest = max(summary["test_sizes"])
+    hardest = summary["hardest_size"]
+    family = FAMILIES[summary["family"]]
     base = tests.get(str(train))
     hard = tests[str(hardest)]
-    start = f"{100 * base['accuracy']:.1f}% at {train} -> " if base else ""
-    nfe = f", mean NFE {hard['forward_nfe']:.0f}" if hard.get("forward_nfe") else ""
+    start = (
+        f"{100 * base['accuracy']:.1f}% of {family.description(train)} (trained) -> "
+        if base and hardest != train
+        else ""
+    )
+    nfe = f" (mean NFE {hard['forward_nfe']:.0f})" if hard.get("forward_nfe") else ""
     return (
-        f"{summary['family']}: solved {start}{100 * hard['accuracy']:.1f}% at {hardest} "
-        f"({hardest / train:g}x the trained size{nfe})"
+        f"{summary['family']}: solved {start}{100 * hard['accuracy']:.1f}% of "
+        f"{family.description(hardest)}{nfe}"
     )
 
 
