@@ -76,7 +76,11 @@ def iterate(
     best_z, best_fz, best_abs, best_rel, best = z, fz, abs_res, rel_res, res
     divergence_bound = divergence_ratio * abs_res
     diverged = torch.zeros_like(abs_res, dtype=torch.bool)
-    abs_trace, rel_trace = [abs_res], [rel_res]
+    # the traces are written into rows allocated once: a small tensor kept from every iteration
+    # pins the heap between the large ones freed, and the process grew by megabytes an iteration
+    abs_trace = abs_res.new_empty((max_iter + 1, *abs_res.shape))
+    rel_trace = rel_res.new_empty((max_iter + 1, *rel_res.shape))
+    abs_trace[0], rel_trace[0] = abs_res, rel_res
     state = solver.init(z, fz, g)
     stalled = 0
     status = Status.MAX_ITER
@@ -140,9 +144,10 @@ def iterate(
         fz = step.fz if step.fz is not None else f(z)
         g, abs_res, rel_res = _residuals(z, fz)
         res = rel_res if stop_mode == "rel" else abs_res
-        abs_trace.append(abs_res)
-        rel_trace.append(rel_res)
         iteration += 1
+        if iteration == len(abs_trace):  # a solver whose iterations cost no evaluation
+            abs_trace, rel_trace = torch.cat([abs_trace] * 2), torch.cat([rel_trace] * 2)
+        abs_trace[iteration], rel_trace[iteration] = abs_res, rel_res
         improved = res < best
         progress = (res < best * (1 - PROGRESS_FRACTION)) & active
         best_abs = torch.where(improved, abs_res, best_abs)
@@ -154,7 +159,7 @@ def iterate(
         nfe=f.count,
         abs_residual=best_abs,
         rel_residual=best_rel,
-        abs_trace=torch.stack(abs_trace),
-        rel_trace=torch.stack(rel_trace),
+        abs_trace=abs_trace[: iteration + 1].clone(),
+        rel_trace=rel_trace[: iteration + 1].clone(),
         status=status,
     )
