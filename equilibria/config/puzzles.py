@@ -50,13 +50,13 @@ class PuzzlesConfig(Section):
         "applied puzzles.depth times, backpropagated through every step)",
         choices=NETWORKS,
     )
-    width: int = option(
-        0, "channels of the cell's state (0: the family's, 32 / 48 / 128)", minimum=0
+    width: int | None = option(
+        None, "channels of the cell's state (none: the family's, 32 / 48 / 64)", minimum=1
     )
-    depth: int = option(
-        0,
-        "feedforward and tied only: block applications (0: the deq's training cap)",
-        minimum=0,
+    depth: int | None = option(
+        None,
+        "feedforward and tied only: block applications (none: the deq's training cap)",
+        minimum=1,
     )
     start_scale: float = option(
         1.0,
@@ -83,7 +83,12 @@ class PuzzlesConfig(Section):
         above=0.0,
     )
     breadth: int = option(8, "starts of the breadth row of the report (1: depth only)", minimum=1)
-    steps_per_epoch: int = option(250, "training steps between evaluations", minimum=1)
+    steps_per_epoch: int | None = option(
+        None,
+        "training steps between evaluations (none: the family's, 50 / 60 / 50, so that "
+        "optim.epochs=20 trains 1000 / 1200 / 1000 steps)",
+        minimum=1,
+    )
     cache_dir: str | None = option(
         "~/.cache/equilibria/puzzles", "folder that caches generated puzzles (none: no cache)"
     )

@@ -98,6 +98,7 @@ class FamilySpec:
         train_size, test_sizes: the default difficulties to train and test on.
         width: the default state width.
         train_cap: the default training iteration cap (deq.max_iter left at none).
+        steps_per_epoch: the default training steps per epoch.
         unit: what one unit of test-time budget is, in iterations, at a difficulty (see `cap`).
     """
 
@@ -106,6 +107,7 @@ class FamilySpec:
     test_sizes: tuple[int, ...]
     width: int
     train_cap: int
+    steps_per_epoch: int
 
     def embedding(self, width: int) -> nn.Module:
         if self.name == "prefix_sums":
@@ -170,9 +172,9 @@ class FamilySpec:
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
-    "prefix_sums": FamilySpec("prefix_sums", 32, (32, 128, 512), width=32, train_cap=64),
-    "mazes": FamilySpec("mazes", 5, (5, 10, 15), width=48, train_cap=40),
-    "sudoku": FamilySpec("sudoku", 36, (36, 31, 26), width=128, train_cap=24),
+    "prefix_sums": FamilySpec("prefix_sums", 32, (32, 128, 512), 32, 64, steps_per_epoch=50),
+    "mazes": FamilySpec("mazes", 5, (5, 10, 15), 48, 40, steps_per_epoch=60),
+    "sudoku": FamilySpec("sudoku", 36, (36, 31, 26), 64, 16, steps_per_epoch=50),
 }
 
 

@@ -3,6 +3,7 @@ from the seed, cached), and the network with the DEQ settings of [deq]."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,24 @@ class PuzzleData:
         return (
             f"{len(self.train):,} {self.family.description(self.sizes.train)} (tested at {tested})"
         )
+
+
+def resolve(config: Config) -> Config:
+    """`config` with the puzzle settings left at none set to the family's (sizes, width, steps
+    per epoch) and deq.max_iter to its training cap, as the run's config.json records them."""
+    p, spec = config.puzzles, family_spec(config.puzzles.family)
+    sizes = run_sizes(config)
+    puzzles = dataclasses.replace(
+        p,
+        train_size=sizes.train,
+        test_sizes=sizes.test,
+        width=width(config),
+        steps_per_epoch=p.steps_per_epoch or spec.steps_per_epoch,
+    )
+    if p.network != "deq" and p.depth is None:
+        puzzles = dataclasses.replace(puzzles, depth=training_cap(config))
+    deq = dataclasses.replace(config.deq, max_iter=training_cap(config))
+    return config.replace(puzzles=puzzles, deq=deq)
 
 
 def run_sizes(config: Config) -> Sizes:

@@ -20,6 +20,7 @@ from .setup import (
     explicit_model,
     family_of,
     puzzle_data,
+    resolve,
     trained_puzzle_model,
     training_cap,
 )
@@ -90,6 +91,7 @@ TASK = Task(
     check=check,
     explicit_model=explicit_model,
     run_name=run_name,
+    resolve=resolve,
     reads_images=False,
     evaluate=evaluate_run,
     eval_options=("data_file", "sizes", "starts", "select"),

@@ -21,7 +21,7 @@ from .evaluate import evaluate
 from .setup import PuzzleData, to_device
 
 # puzzles of the epoch's test (the first of the training difficulty's test set)
-EPOCH_TEST_PUZZLES = 200
+EPOCH_TEST_PUZZLES = 100
 
 
 class PuzzleTrainer(EpochLoop[PuzzleData]):
@@ -30,7 +30,7 @@ class PuzzleTrainer(EpochLoop[PuzzleData]):
     restore_mismatch = "this puzzle run"
 
     def _count_steps(self) -> int:
-        return self.config.puzzles.steps_per_epoch
+        return self.config.puzzles.steps_per_epoch or self.data.spec.steps_per_epoch
 
     def _restore(self, checkpoint: dict) -> None:
         restore_model(self.model, checkpoint["model"], str(self.checkpoint_path))

@@ -130,7 +130,9 @@ class Task:
     summary (None on the other processes); `headline(summary)` says it in one line.
     `check(config, runtime, checkpoint)` refuses what the task cannot run, before any work;
     `explicit_model(config)` describes a model that runs no solver (None: it solves for an
-    equilibrium); `run_name(config)` names the default output folder.
+    equilibrium); `run_name(config)` names the default output folder; `resolve(config)` fills
+    in the settings left at none whose value depends on the task's own settings (a puzzle
+    family's sizes and training cap), so that `config.json` records what the run trained with.
 
     `load_model(config, checkpoint)` (the stored config, the checkpoint's contents) is the
     trained model, in eval mode on the CPU (the weight average when the run kept one), built
@@ -152,6 +154,7 @@ class Task:
     check: Callable[[Config, Runtime, dict | None], None] | None = None
     explicit_model: Callable[[Config], str | None] | None = None
     run_name: Callable[[Config], str] | None = None
+    resolve: Callable[[Config], Config] | None = None
     reads_images: bool = True
     eval_options: tuple[str, ...] = ()
     # optional capabilities

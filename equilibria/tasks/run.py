@@ -76,6 +76,8 @@ def run_task(
     started = time.perf_counter()
     config = config.for_task()  # the values a run trains with, as config.json records them
     task = get_task(config.run.task)
+    if task.resolve is not None:
+        config = task.resolve(config)
     runtime = runtime or Runtime()
     out = Path(out)
     if task.check is not None:
