@@ -13,6 +13,7 @@ from ..config import Config
 from ..files import write_json
 from ..training.equilibrium import equilibrium_summary
 from ..training.metrics import history_mean
+from ..training.plots import plot_training_curves
 from ..training.summary import SUMMARY, machine
 from .data.pictures import draw_puzzles
 from .evaluate import Scores, score, test_cap
@@ -20,7 +21,6 @@ from .model import PuzzleModel, parameter_count
 from .plots import (
     plot_accuracy_vs_iterations,
     plot_accuracy_vs_residual,
-    plot_puzzle_curves,
     residual_bins,
 )
 from .setup import PuzzleData, explicit_model, training_cap
@@ -153,7 +153,7 @@ def _plots(
     family = data.family
     deq = config.deq
     tol = deq.eval_tol if deq.eval_tol is not None else deq.tol
-    plot_puzzle_curves(history, out / "curves.png", tol=deq.tol, threshold=deq.residual_warning)
+    plot_training_curves(history, out / "curves.png", tol=deq.tol, threshold=deq.residual_warning)
     labels = {size: family.description(size) for size in sweeps}
     if model.network != "feedforward":
         plot_accuracy_vs_iterations(

@@ -44,7 +44,8 @@ def plot_training_curves(
     columns = 4 if has_nfe else 2
     figure, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.4))
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(epochs, [r["test_loss"] for r in history], label="test")
+    if all("test_loss" in r for r in history):  # a task may test by another measure only
+        axes[0].plot(epochs, [r["test_loss"] for r in history], label="test")
     axes[0].set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     axes[1].plot(epochs, [100 * r["train_accuracy"] for r in history], label="train")
     axes[1].plot(epochs, [100 * r["test_accuracy"] for r in history], label="test")
