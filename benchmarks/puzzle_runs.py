@@ -74,11 +74,13 @@ def analyze(
     factor: int = 10,
     extra_sizes: Sequence[int] = (),
     extra_puzzles: int = 100,
+    long_puzzles: int = 50,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score the trained run at `path` again, in this process.
 
-    DEQ: per test size, the same puzzles at `factor` x the sweep's best cap; each of
+    DEQ: per test size, the first `long_puzzles` test puzzles at the sweep's best cap and at
+    `factor` x it (the long solves cost most: a subset keeps them affordable); each of
     `extra_sizes` (`extra_puzzles` puzzles) at the test cap; breadth on the hardest split when
     the run's summary has it on another. Tied: per size, at its training depth and at `factor`
     x it. Feed-forward: nothing (its summary has its one depth). The model runs on `device`."""
@@ -97,11 +99,11 @@ def analyze(
     if model.network == "deq":
         for size, rows in summary["sweeps"].items():
             best = best_cap(rows)
-            long = scored(test_set(config, int(size)), factor * best["max_iter"])
+            subset = test_set(config, int(size), long_puzzles)
             result["sizes"][size] = {
                 "best_cap": best["max_iter"],
-                "best_accuracy": best["accuracy"],
-                "long": long,
+                "best_accuracy": scored(subset, best["max_iter"])["accuracy"],
+                "long": scored(subset, factor * best["max_iter"]),
             }
         spec = family_spec(config.puzzles.family)
         result["extra"] = {
@@ -117,7 +119,7 @@ def analyze(
             result["breadth"] = breadth_rows(model, data, config, run.device, hardest)
     elif model.network == "tied":
         for size in summary["tests"]:
-            puzzles = test_set(config, int(size))
+            puzzles = test_set(config, int(size), long_puzzles)
             result["sizes"][size] = {
                 "depth": model.depth,
                 "at_depth": scored(puzzles, model.depth),

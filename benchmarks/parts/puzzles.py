@@ -68,6 +68,7 @@ class Settings:
         factor: the overthinking check scores at this multiple of the best cap (tied: depth).
         extra_sizes: per family, sizes scored in-process after training (not in the run).
         extra_puzzles: puzzles per extra size.
+        long_puzzles: test puzzles of each size scored at the best cap and at `factor` x it.
         memory_family: the family whose training-step memory is measured (one seed, in-process).
         memory_caps: training caps of the DEQ and depths of the tied network measured.
         memory_batch: puzzles of the measured step (None: the task's training batch).
@@ -80,13 +81,17 @@ class Settings:
     # Sudoku's runs are the slowest by far (its tied baseline alone about 3 hours a seed here)
     # and no seed reaches its targets on this machine: one seed reports its curve
     family_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {"sudoku": (0,)})
-    overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the maze tests are the costliest solves (900 iterations at 15x15 cells): 50 puzzles a size
+    overrides: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"mazes": ("puzzles.test_puzzles=50",)}
+    )
     breadth: int = 8
     factor: int = 10
     extra_sizes: Mapping[str, tuple[int, ...]] = field(
         default_factory=lambda: {"prefix_sums": (1024,)}
     )
     extra_puzzles: int = 100
+    long_puzzles: int = 20
     memory_family: str = "mazes"
     memory_caps: tuple[int, ...] = (16, 64, 256)
     memory_batch: int | None = None
@@ -123,6 +128,7 @@ class Settings:
             breadth=2,
             extra_sizes={"prefix_sums": (16,)},
             extra_puzzles=4,
+            long_puzzles=4,
             memory_caps=(2, 4, 8),
             memory_batch=4,
         )
@@ -174,6 +180,7 @@ def collect(config: BenchConfig, s: Settings) -> dict[Key, dict[str, Any]]:
             factor=s.factor,
             extra_sizes=extra,
             extra_puzzles=s.extra_puzzles,
+            long_puzzles=s.long_puzzles,
             device=config.device,
         )
         return result
@@ -388,7 +395,8 @@ def overthinking_rows(runs: Runs) -> list[dict[str, Any]]:
 def overthinking_table(all_runs: list[Runs], s: Settings) -> Table:
     table = Table(
         f"Iterating {s.factor}x longer: the DEQ at {s.factor}x its sweep's best cap, the tied "
-        f"network at {s.factor}x its training depth (% mean (sd) over seeds)",
+        f"network at {s.factor}x its training depth, both on the first {s.long_puzzles} test "
+        "puzzles of each size (% mean (sd) over seeds)",
         [
             Column("family", "family"),
             Column("network", "network"),

@@ -42,7 +42,7 @@ class PuzzlesConfig(Section):
     train_puzzles: int = option(
         10000, "generated training puzzles (drawn again from the seed each run)", minimum=1
     )
-    test_puzzles: int = option(200, "generated test puzzles per difficulty", minimum=1)
+    test_puzzles: int = option(100, "generated test puzzles per difficulty", minimum=1)
     network: str = option(
         "deq",
         "deq (one cell solved to its equilibrium), feedforward (puzzles.depth different "

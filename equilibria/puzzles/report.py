@@ -29,7 +29,7 @@ from .setup import PuzzleData, explicit_model, training_cap
 # costs about twice the test cap's solve)
 SWEEP_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1)
 # puzzles of the hardest difficulty solved from several starts (each start costs a solve)
-BREADTH_PUZZLES = 64
+BREADTH_PUZZLES = 32
 PICTURED = 8
 
 
