@@ -85,8 +85,8 @@ class PuzzlesConfig(Section):
     breadth: int = option(8, "starts of the breadth row of the report (1: depth only)", minimum=1)
     steps_per_epoch: int | None = option(
         None,
-        "training steps between evaluations (none: the family's, 50 / 60 / 50, so that "
-        "optim.epochs=20 trains 1000 / 1200 / 1000 steps)",
+        "training steps between evaluations (none: the family's, 50 / 120 / 50, so that "
+        "optim.epochs=20 trains 1000 / 2400 / 1000 steps, of batches of 64 / 32 / 64)",
         minimum=1,
     )
     cache_dir: str | None = option(

@@ -82,15 +82,15 @@ class ModelConfig(Section):
 # as batches of 32 at the same accuracy (benchmarks: equilibrium-defaults, the digits runs).
 # Puzzles train at a cap that grows with the difficulty they train on: a value of None leaves the
 # key for the task to resolve (the puzzle family's cap, `equilibria.puzzles.families`); they
-# train on batches of 64 and without the Jacobian penalty, which slows the long-range propagation
-# their answers need (benchmarks: puzzles)
+# train without the Jacobian penalty, which slows the long-range propagation
+# their answers need; their batch is the family's too (benchmarks: puzzles)
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "deq": {
         "backward": {"lm": "implicit", "puzzles": "phantom", "*": "onestep"},
         "max_iter": {"lm": 10, "puzzles": None, "*": 8},
         "jacobian_gamma": {"puzzles": 0.0, "*": 2.0},
     },
-    "data": {"batch_size": {"classify": 64, "puzzles": 64, "*": 32}},
+    "data": {"batch_size": {"classify": 64, "puzzles": None, "*": 32}},
     # exact-match answers: no label smoothing, and the gentler rate the puzzle cells train at
     "optim": {"lr": {"puzzles": 2e-3, "*": 1e-2}, "label_smoothing": {"puzzles": 0.0, "*": 0.1}},
 }

@@ -99,6 +99,7 @@ class FamilySpec:
         width: the default state width.
         train_cap: the default training iteration cap (deq.max_iter left at none).
         steps_per_epoch: the default training steps per epoch.
+        batch_size: the default training batch (data.batch_size left at none).
         unit: what one unit of test-time budget is, in iterations, at a difficulty (see `cap`).
     """
 
@@ -108,6 +109,7 @@ class FamilySpec:
     width: int
     train_cap: int
     steps_per_epoch: int
+    batch_size: int
 
     def embedding(self, width: int) -> nn.Module:
         if self.name == "prefix_sums":
@@ -172,9 +174,9 @@ class FamilySpec:
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
-    "prefix_sums": FamilySpec("prefix_sums", 32, (32, 128, 512), 32, 64, steps_per_epoch=50),
-    "mazes": FamilySpec("mazes", 5, (5, 10, 15), 48, 40, steps_per_epoch=60),
-    "sudoku": FamilySpec("sudoku", 36, (36, 31, 26), 64, 16, steps_per_epoch=50),
+    "prefix_sums": FamilySpec("prefix_sums", 32, (32, 128, 512), 32, 64, 50, batch_size=64),
+    "mazes": FamilySpec("mazes", 5, (5, 10, 15), 48, 40, 120, batch_size=32),
+    "sudoku": FamilySpec("sudoku", 36, (36, 31, 26), 64, 16, 50, batch_size=64),
 }
 
 

@@ -63,7 +63,8 @@ def resolve(config: Config) -> Config:
     if p.network != "deq" and p.depth is None:
         puzzles = dataclasses.replace(puzzles, depth=training_cap(config))
     deq = dataclasses.replace(config.deq, max_iter=training_cap(config))
-    return config.replace(puzzles=puzzles, deq=deq)
+    data = dataclasses.replace(config.data, batch_size=config.data.batch_size or spec.batch_size)
+    return config.replace(puzzles=puzzles, deq=deq, data=data)
 
 
 def run_sizes(config: Config) -> Sizes:
