@@ -148,3 +148,48 @@ def test_a_size_the_family_cannot_generate_is_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match="puzzles.family=sudoku"):
         puzzle_data(config.override(["puzzles.cache_dir=none"]))
+
+
+def test_ctrl_c_and_resume_end_exactly_like_an_uninterrupted_run(tmp_path):
+    """Random starts, path noise and the early-iteration loss draw random numbers at every
+    step: a resumed run must draw the same ones."""
+    import os
+    import signal
+
+    from equilibria.tasks.run import run_task
+    from equilibria.training.checkpoint import load_checkpoint
+
+    overrides = [
+        "run.task=puzzles",
+        "puzzles.train_puzzles=64",
+        "puzzles.test_puzzles=4",
+        "puzzles.steps_per_epoch=3",
+        "puzzles.breadth=1",
+        "puzzles.cache_dir=none",
+        "puzzles.path_noise=0.1",
+        "puzzles.early_loss=0.5",
+        "data.batch_size=8",
+        "optim.epochs=2",
+        "run.progress=false",
+        *SMALL["prefix_sums"],
+        "puzzles.test_sizes=6",
+        "puzzles.test_iterations=1",
+    ]
+    config = Config().override(overrides)
+    full = run_task(config, tmp_path / "full", log=lambda line: None)
+
+    def ctrl_c(step: int) -> None:
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cut = run_task(config, tmp_path / "cut", on_step=ctrl_c, log=lambda line: None)
+    assert cut.status == "interrupted"
+    saved = load_checkpoint(tmp_path / "cut")
+    resumed = run_task(config, tmp_path / "cut", checkpoint=saved, log=lambda line: None)
+    assert resumed.status == "finished"
+    final, reference = load_checkpoint(tmp_path / "cut"), load_checkpoint(tmp_path / "full")
+    for name, value in reference["model"].items():
+        assert torch.equal(final["model"][name], value), name
+    assert resumed.summary["tests"] == full.summary["tests"]
+    stored = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert stored["deq"]["max_iter"] == 64 and stored["puzzles"]["width"] == 8
