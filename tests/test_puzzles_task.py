@@ -116,6 +116,11 @@ def test_explicit_baselines_train_and_take_no_solver_options(tmp_path, network, 
     out = train(tmp_path, "prefix_sums", f"puzzles.network={network}", "puzzles.depth=4")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["breadth"] is None and summary["tests"]["12"]["forward_nfe"] is None
+    if network == "tied":  # at its own depth, beside the sweep that iterates it longer
+        assert summary["tests_at_depth"]["12"]["max_iter"] == 4
+        assert "at its depth 4" in capsys.readouterr().out
+    else:
+        assert summary["tests_at_depth"] is None
     capsys.readouterr()
     assert main(["eval", str(out), "--max-iter", "3"]) != 0
     assert "runs no solver" in capsys.readouterr().err

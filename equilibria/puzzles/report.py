@@ -56,6 +56,22 @@ def depth_sweep(
     return rows, scores
 
 
+def at_depth(
+    model: PuzzleModel, data: PuzzleData, config: Config, device: torch.device
+) -> dict[str, Any] | None:
+    """The tied network's rows at its own depth, the fixed number of applications it is
+    (`tests` and the sweeps iterate it as long as the DEQ's test cap); None for the others."""
+    if model.network != "tied":
+        return None
+    batch = config.data.eval_batch_size
+    return {
+        str(size): score(model, data.family, puzzles, device, cap=None, batch_size=batch).row(
+            model.depth, 1
+        )
+        for size, puzzles in data.tests.items()
+    }
+
+
 def breadth_rows(
     model: PuzzleModel, data: PuzzleData, config: Config, device: torch.device, size: int
 ) -> dict[str, Any] | None:
@@ -118,6 +134,7 @@ def finalize(
         "test_sizes": list(sizes.test),
         "train_description": family.description(sizes.train),
         "tests": tests,
+        "tests_at_depth": at_depth(model, data, config, device),
         "sweeps": {str(size): rows for size, rows in sweeps.items()},
         "breadth": breadth,
         "train_accuracy": final["train_accuracy"],

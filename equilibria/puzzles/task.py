@@ -57,7 +57,7 @@ def finish(config: Config, data: PuzzleData, trainer: PuzzleTrainer, out: Path) 
 def headline(summary: dict[str, Any]) -> str:
     """'prefix_sums: solved 100.0% of 32-bit strings (trained) -> 99.5% of 512-bit strings
     (mean NFE 1150)': the trained difficulty, then the hardest tested."""
-    tests, train = summary["tests"], summary["train_size"]
+    tests, train = summary.get("tests_at_depth") or summary["tests"], summary["train_size"]
     hardest = summary["hardest_size"]
     family = FAMILIES[summary["family"]]
     base = tests.get(str(train))
@@ -68,6 +68,8 @@ def headline(summary: dict[str, Any]) -> str:
         else ""
     )
     nfe = f" (mean NFE {hard['forward_nfe']:.0f})" if hard.get("forward_nfe") else ""
+    if summary.get("tests_at_depth"):
+        nfe = f" at its depth {hard['max_iter']}"
     return (
         f"{summary['family']}: solved {start}{100 * hard['accuracy']:.1f}% of "
         f"{family.description(hardest)}{nfe}"
