@@ -384,14 +384,6 @@ class DEQ(nn.Module):
         )
         return out
 
-    def solve_breadth(self, x: Any, starts: int = 8, **options: Any) -> Any:
-        """Test-time compute in breadth: `eq.solve_breadth(self, x, starts, **options)`, each
-        sample solved from `starts` initial states in one batched call and the lowest-residual
-        (or majority) answer kept; returns its `BreadthResult`."""
-        from .breadth import solve_breadth  # the breadth module builds on this one
-
-        return solve_breadth(self, x, starts, **options)
-
     def extra_repr(self) -> str:
         s = self.train_settings
         return (

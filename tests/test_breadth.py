@@ -273,12 +273,3 @@ def test_the_documented_example_runs():
     assert result.z.shape == (32, 16) and result.states.shape == (8, 32, 16)
     assert torch.equal(result.best, result.residual.argmin(dim=0))
     assert namespace["labels"].shape == (32, 4)
-
-
-def test_the_layer_offers_breadth_as_a_method():
-    torch.manual_seed(0)
-    deq = eq.DEQ(eq.cells.TanhCell(6, contraction=0.9), tol=1e-6, max_iter=60)
-    x = torch.randn(5, 6)
-    by_method = deq.solve_breadth(x, 3, generator=torch.Generator().manual_seed(1))
-    by_function = eq.solve_breadth(deq, x, 3, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(by_method.z, by_function.z) and torch.equal(by_method.best, by_function.best)
