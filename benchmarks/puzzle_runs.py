@@ -22,7 +22,7 @@ from equilibria.puzzles.evaluate import score, test_cap
 from equilibria.puzzles.families import family_spec
 from equilibria.puzzles.model import PuzzleModel, parameter_count
 from equilibria.puzzles.report import breadth_rows
-from equilibria.puzzles.setup import TEST_SEED, build_puzzle_model, training_cap
+from equilibria.puzzles.setup import TEST_SEED, build_puzzle_model, resolve, training_cap
 from equilibria.training.step import penalized
 
 from .meters import peak_tensor_bytes
@@ -185,10 +185,10 @@ def _storage(tensor: torch.Tensor) -> tuple[str, int]:
 
 
 def puzzle_config(family: str, overrides: Sequence[str] = ()) -> Config:
-    """The config `equilibria train --task puzzles puzzles.family=FAMILY overrides...` trains."""
-    return (
-        Config().override(["run.task=puzzles", f"puzzles.family={family}", *overrides]).for_task()
-    )
+    """The config `equilibria train --task puzzles puzzles.family=FAMILY overrides...` trains
+    (the task's values and the family's filled in, as `run_task` fills them)."""
+    config = Config().override(["run.task=puzzles", f"puzzles.family={family}", *overrides])
+    return resolve(config.for_task())
 
 
 def training_batch(config: Config, count: int | None = None) -> PuzzleSet:
