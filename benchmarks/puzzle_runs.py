@@ -52,11 +52,6 @@ def train(out: Path, overrides: Sequence[str], threads: int | None = 1) -> dict[
 # --- a trained run, scored again --------------------------------------------------------------
 
 
-def hardest_size(family: str, sizes: Sequence[int]) -> int:
-    """The hardest difficulty of `sizes`: the fewest givens for Sudoku, else the largest."""
-    return min(sizes) if family == "sudoku" else max(sizes)
-
-
 def best_cap(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The sweep row of the highest accuracy (ties: the largest cap, the stricter check)."""
     return max(rows, key=lambda row: (row["accuracy"], row["max_iter"] or 0))
@@ -110,7 +105,7 @@ def analyze(
             str(size): scored(test_set(config, size, extra_puzzles), test_cap(config, size, spec))
             for size in extra_sizes
         }
-        hardest = hardest_size(config.puzzles.family, summary["test_sizes"])
+        hardest = spec.hardest(summary["test_sizes"])
         breadth = summary.get("breadth")
         if config.puzzles.breadth > 1 and (breadth is None or breadth["size"] != hardest):
             data = SimpleNamespace(

@@ -12,6 +12,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.parts import puzzles
 from equilibria.cli import main
 from equilibria.config.puzzles import PuzzlesConfig
+from equilibria.puzzles.families import family_spec
 from equilibria.puzzles.setup import training_cap
 
 TINY = puzzles.Settings.tiny()
@@ -150,8 +151,8 @@ def test_small_helpers():
     rows = [{"max_iter": 4, "accuracy": 0.5}, {"max_iter": 8, "accuracy": 0.9}]
     rows.append({"max_iter": 16, "accuracy": 0.9})
     assert puzzle_runs.best_cap(rows)["max_iter"] == 16  # ties: the largest cap
-    assert puzzle_runs.hardest_size("sudoku", [36, 31, 26]) == 26
-    assert puzzle_runs.hardest_size("mazes", [7, 14, 21]) == 21
+    assert family_spec("sudoku").hardest([36, 31, 26]) == 26
+    assert family_spec("mazes").hardest([7, 14, 21]) == 21
     assert puzzle_runs.linear_fit({16: 5.0, 64: 17.0, 256: 65.0}) == pytest.approx((1.0, 0.25))
     assert puzzles.nearest([7, 14, 21], 2 * 7) == 14
     assert puzzles.percent([0.5, 1.0]) == "75.0 (35.4)" and puzzles.percent([None]) is None

@@ -25,9 +25,10 @@ from typing import Any
 
 from equilibria.config.puzzles import FAMILIES, PuzzlesConfig
 from equilibria.puzzles.data import FAMILIES as PUZZLE_FAMILIES
+from equilibria.puzzles.families import family_spec
 
 from ..config import BenchConfig
-from ..puzzle_runs import analyzed, hardest_size, linear_fit, memory_scan, train
+from ..puzzle_runs import analyzed, linear_fit, memory_scan, train
 from ..registry import register
 from ..report import Check, Column, Figure, Section, Table
 from ..train_runs import TRAINING_MODULES, in_pairs, mean_and_spread
@@ -235,7 +236,7 @@ class Runs:
         first = self.by["deq"][0]
         self.sizes: list[int] = list(first["test_sizes"])
         self.train_size: int = first["train_size"]
-        self.hardest = hardest_size(family, self.sizes)
+        self.hardest = family_spec(family).hardest(self.sizes)
 
     def tests(self, network: str, size: int, key: str = "accuracy") -> list[Any]:
         return [r["tests"][str(size)].get(key) for r in self.by[network]]

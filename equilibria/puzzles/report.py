@@ -79,7 +79,7 @@ def breadth_rows(
     starts at the test cap per start, kept by residual and by vote (None: an explicit network
     or a breadth of 1)."""
     starts = config.puzzles.breadth
-    if model.network != "deq" or starts < 1:
+    if model.network != "deq" or starts <= 1:
         return None
     puzzles = data.tests[size].subset(range(min(BREADTH_PUZZLES, len(data.tests[size]))))
     common = dict(
