@@ -198,3 +198,10 @@ def test_ctrl_c_and_resume_end_exactly_like_an_uninterrupted_run(tmp_path):
     assert resumed.summary["tests"] == full.summary["tests"]
     stored = json.loads((tmp_path / "full" / "config.json").read_text())
     assert stored["deq"]["max_iter"] == 64 and stored["puzzles"]["width"] == 8
+
+
+def test_a_learned_start_is_refused_where_the_solves_start_at_random(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "run"), *TINY, *SMALL["prefix_sums"]]
+    assert main([*argv, "deq.init=joint"]) != 0
+    err = capsys.readouterr().err
+    assert "deq.init=joint is not available for run.task=puzzles" in err and "Traceback" not in err

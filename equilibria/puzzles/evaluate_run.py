@@ -21,9 +21,8 @@ from .data.pictures import draw_puzzles
 from .evaluate import score, test_cap
 from .families import family_spec
 from .plots import plot_accuracy_vs_iterations
+from .report import PICTURED
 from .setup import TEST_SEED, explicit_model, family_of, run_sizes, trained_puzzle_model
-
-PICTURED = 8
 
 
 def row_text(label: str, row: Mapping[str, Any]) -> str:

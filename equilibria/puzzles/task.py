@@ -28,9 +28,14 @@ from .trainer import PuzzleTrainer
 
 
 def check(config: Config, runtime: Runtime, checkpoint: dict | None) -> None:
-    """One process, no weight average."""
+    """One process, the solves' own starts, no weight average."""
     if runtime.distributed:
         raise ConfigError("run.task=puzzles trains in one process; launch it without torchrun")
+    if config.deq.init != "zeros":
+        raise ConfigError(
+            f"deq.init={config.deq.init} is not available for run.task=puzzles: its solves start "
+            "from random states (puzzles.start_scale); set deq.init=zeros"
+        )
     if config.optim.average:
         raise ConfigError(
             f"optim.average={config.optim.average} (a moving average of the weights) is not "
