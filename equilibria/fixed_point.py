@@ -100,6 +100,8 @@ def find_fixed_point(
     refuse_vmap()
     layout = StateLayout.of(z0, "z0")
     check_finite(z0, "z0")
+    if layout.batch == 0:  # nothing to solve: converged, without evaluating f
+        return empty_solution(z0, settings)
     first_call = True
 
     def flat_f(flat: torch.Tensor) -> torch.Tensor:
@@ -142,6 +144,26 @@ def find_fixed_point(
     )
     report_failure(solution, settings.on_failure, what)
     return solution
+
+
+def empty_solution(z0: State, settings: SolveSettings) -> Solution:
+    """The solution of a batch of no samples: z0 itself, converged after 0 evaluations."""
+    first = StateLayout.of(z0, "z0")
+    none = torch.zeros(0, dtype=first.dtype, device=first.device)
+    return Solution(
+        z=z0,
+        nfe=0,
+        converged=torch.zeros(0, dtype=torch.bool, device=first.device),
+        abs_residual=none,
+        rel_residual=none.clone(),
+        abs_trace=none.reshape(1, 0),
+        rel_trace=none.reshape(1, 0).clone(),
+        status=Status.CONVERGED,
+        tol=settings.tol,
+        stop_mode=settings.stop_mode,
+        solver=settings.solver.name,
+        fz=z0,
+    )
 
 
 def functorch_transform() -> str | None:

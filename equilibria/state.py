@@ -114,10 +114,14 @@ class StateLayout:
     def flatten(self, state: State) -> torch.Tensor:
         """`(batch, features)` matrix in the solver dtype."""
         _, parts = _parts(state)
+        # sizes, not -1: a batch of no samples has no size to infer
         if len(parts) == 1:
-            flat = parts[0].reshape(self.batch, -1)
+            flat = parts[0].reshape(self.batch, self.sizes[0])
         else:
-            flat = torch.cat([p.reshape(self.batch, -1) for p in parts], dim=1)
+            sizes = self.sizes
+            flat = torch.cat(
+                [p.reshape(self.batch, n) for p, n in zip(parts, sizes, strict=True)], dim=1
+            )
         return flat.to(self.compute_dtype)
 
     def unflatten(self, flat: torch.Tensor) -> State:

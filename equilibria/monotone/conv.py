@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import check_positive_int
 from .parametrization import DEFAULT_MARGIN, check_margin, conv_apply, fourier_weight
 from .splitting import MonotoneCell, MonotoneSplitting
 
@@ -86,6 +87,9 @@ class MonotoneConvCell(MonotoneCell):
         m: float = DEFAULT_MARGIN,
     ) -> None:
         super().__init__()
+        check_positive_int("MonotoneConvCell channels", channels)
+        if input_channels is not None:
+            check_positive_int("MonotoneConvCell input_channels", input_channels)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size must be an odd positive integer (the circular padding keeps the "
@@ -99,7 +103,7 @@ class MonotoneConvCell(MonotoneCell):
         self.a = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
         self.inject = nn.Conv2d(
-            input_channels or channels,
+            channels if input_channels is None else input_channels,
             channels,
             kernel_size,
             padding=kernel_size // 2,

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import check_positive_int
 from .parametrization import DEFAULT_MARGIN, check_margin, dense_apply, dense_weight
 from .splitting import MonotoneCell, MonotoneSplitting
 
@@ -65,13 +66,16 @@ class MonotoneLinearCell(MonotoneCell):
         self, features: int, input_features: int | None = None, m: float = DEFAULT_MARGIN
     ) -> None:
         super().__init__()
+        check_positive_int("MonotoneLinearCell features", features)
+        if input_features is not None:
+            check_positive_int("MonotoneLinearCell input_features", input_features)
         self.m = check_margin(m)
         self.features = features
         # A and B start as nn.Linear weights would (uniform, bound 1 / sqrt(features))
         bound = 1 / math.sqrt(features)
         self.a = nn.Parameter(torch.empty(features, features).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.empty(features, features).uniform_(-bound, bound))
-        self.inject = nn.Linear(input_features or features, features)
+        self.inject = nn.Linear(features if input_features is None else input_features, features)
 
     def operator(self) -> DenseMonotoneOperator:
         return DenseMonotoneOperator(self.a, self.b, self.m)

@@ -123,7 +123,31 @@ class EquilibriumMap:
         self.splitting = splitting
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_state(z)
         return self.fn(z)
+
+    def _check_state(self, z: torch.Tensor) -> None:
+        """A ValueError naming the expected and the given size when z does not fit the map."""
+        features, batch = self.splitting.features, self.splitting.bias.shape[0]
+        given = z.shape[1:].numel() if z.dim() > 0 else 0
+        if given != features:
+            raise ValueError(
+                f"the monotone cell's map takes states of {features} features per sample (the "
+                f"shape of cell.init_state(x)), got one of shape {tuple(z.shape)} ({given} "
+                "features per sample)"
+            )
+        shape = getattr(self.splitting.operator, "shape", None)  # a conv cell's image shape
+        if shape is not None and z.dim() > 2 and tuple(z.shape[1:]) != tuple(shape):
+            expected = ", ".join(map(str, shape))
+            raise ValueError(
+                f"the monotone cell's map takes states of shape (batch, {expected}) "
+                f"(the shape of cell.init_state(x)), got one of shape {tuple(z.shape)}"
+            )
+        if z.shape[0] != batch:
+            raise ValueError(
+                f"the monotone cell's map was built for a batch of {batch} inputs, got a state "
+                f"of batch size {z.shape[0]} (shape {tuple(z.shape)})"
+            )
 
 
 class MonotoneCell(nn.Module):

@@ -42,7 +42,7 @@ def make_solver(
     options = dict(options or {})
     if isinstance(spec, Solver):
         if options:
-            reject_unknown_options(owner, options, other_keywords)
+            _reject_options_beside_an_object(spec, options, owner, other_keywords)
         return spec
     if not isinstance(spec, str):
         raise TypeError(
@@ -54,6 +54,24 @@ def make_solver(
         f"{owner} with solver {spec!r}", options, [*other_keywords, *solver_options(cls)]
     )
     return cls(**options)
+
+
+def _reject_options_beside_an_object(
+    spec: Solver, options: dict[str, Any], owner: str, other_keywords: Iterable[str]
+) -> None:
+    """A TypeError for keywords given beside a solver object: hyperparameters of that solver
+    belong in the object or beside its name; anything else is an unknown keyword."""
+    known = solver_options(type(spec))
+    hyper = [key for key in options if key in known]
+    if not hyper:
+        reject_unknown_options(owner, options, other_keywords)
+    given = ", ".join(f"{key}={options[key]!r}" for key in hyper)
+    names = ", ".join(map(repr, hyper))
+    raise TypeError(
+        f"{owner} got solver option{'s' if len(hyper) > 1 else ''} {names} beside the solver "
+        f"object {spec!r}; give options either in the object "
+        f'(eq.{type(spec).__name__}({given})) or with a solver name (solver="{spec.name}", {given})'
+    )
 
 
 __all__ = [

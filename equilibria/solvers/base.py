@@ -88,9 +88,17 @@ def forward_jvp(fn: FlatMap, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     differentiable, so a solver that uses it can itself be differentiated.
     """
     with _forward_mode_kernels(), forward_ad.dual_level():
-        out = fn(forward_ad.make_dual(z, v))
+        out = fn(forward_ad.make_dual(_own_memory(z), _own_memory(v)))
         tangent = forward_ad.unpack_dual(out).tangent
     return torch.zeros_like(out) if tangent is None else tangent  # None: f ignores z
+
+
+def _own_memory(t: torch.Tensor) -> torch.Tensor:
+    """`t`, copied when several of its elements share one memory location (an expanded
+    tensor, such as the gradient of `.sum()`), which a dual tensor cannot hold."""
+    if any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape, strict=True)):
+        return t.contiguous()
+    return t
 
 
 @contextmanager
