@@ -9,7 +9,12 @@ from tiny_runs import tiny
 
 from equilibria.cli import main
 from equilibria.config import Config, ConfigError
-from equilibria.training.equilibrium import equilibrium_summary, residual_warning
+from equilibria.training.equilibrium import (
+    adjoint_warning,
+    epoch_warnings,
+    equilibrium_summary,
+    residual_warning,
+)
 from equilibria.training.reuse import FixedPointStore
 
 
@@ -95,3 +100,62 @@ def test_a_run_off_equilibrium_warns_in_its_epoch_line_and_summary(tmp_path, cap
     assert summary["equilibrium"]["warned_epochs"] == [1, 2]
     assert "deq.max_iter" in summary["equilibrium"]["warning"]
     assert all("warning" in json.loads(row) for row in (out / "metrics.jsonl").open())
+
+
+def test_adjoint_warning_fires_when_an_adjoint_solve_stopped_above_its_tolerance():
+    record = {"train_adjoint_residual": 3e-3, "train_adjoint_converged": 0.75}
+    assert "75% of samples" in adjoint_warning(record)
+    assert "3.0e-03" in adjoint_warning(record)
+    assert adjoint_warning({"train_adjoint_residual": 1e-6, "train_adjoint_converged": 1.0}) is None
+    assert adjoint_warning({"train_residual": 1e-6}) is None  # no adjoint solve ran
+    both = epoch_warnings({"train_residual": 5e-2, **record}, 1e-2)
+    assert len(both) == 2 and "adjoint" in both[1]
+
+
+def test_equilibrium_summary_reports_the_adjoint():
+    history = [
+        {"epoch": 1, "train_residual": 1e-3, "train_adjoint_residual": 4e-2,
+         "train_adjoint_converged": 0.5},
+        {"epoch": 2, "train_residual": 1e-3, "train_adjoint_residual": 1e-5,
+         "train_adjoint_converged": 1.0},
+    ]  # fmt: skip
+    summary = equilibrium_summary(history, "test", 1e-2)
+    assert summary["adjoint_warned_epochs"] == [1]
+    assert summary["adjoint_residual_max"] == 4e-2 and summary["adjoint_converged_final"] == 1.0
+    assert "adjoint solves stopped above" in summary["adjoint_warning"]
+    quiet = equilibrium_summary([{"epoch": 1, "train_residual": 1e-3}], "test", 1e-2)
+    assert "adjoint_warning" not in quiet  # no adjoint solves: no adjoint entries
+
+
+def test_an_unsolved_adjoint_warns_in_the_epoch_line_metrics_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = ("deq.backward=implicit", "deq.backward_max_iter=2", "deq.backward_tol=1e-12")
+    assert main(["train", "--out", str(out), *tiny(*overrides)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert lines and all("adjoint res" in x and "adjoint solves stopped above" in x for x in lines)
+    rows = [json.loads(row) for row in (out / "metrics.jsonl").open()]
+    assert all(row["train_adjoint_converged"] == 0.0 for row in rows)
+    assert all(row["train_adjoint_residual"] > 1e-12 for row in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["equilibrium"]["adjoint_warned_epochs"] == [1, 2]
+    assert "deq.backward_max_iter" in summary["equilibrium"]["adjoint_warning"]
+
+
+def test_a_step_records_its_adjoint_solve_once_the_backward_has_run():
+    import equilibria as eq
+    from equilibria.cells import TanhCell
+    from equilibria.training.metrics import Meter, solve_sums
+
+    deq = eq.DEQ(TanhCell(16, contraction=0.5), tol=1e-6, max_iter=60, backward="implicit")
+    x = torch.randn(8, 16)
+    out = deq(x)
+    assert solve_sums(deq.stats)["adjoint_solves"] == 0  # no backward yet: nothing to record
+    out.sum().backward()
+    meter = Meter()
+    meter.add(**solve_sums(deq.stats), loss=1.0, samples=8, steps=1)
+    means = meter.means()
+    assert means["train_adjoint_converged"] == 1.0 and means["train_adjoint_residual"] <= 1e-6
+    assert adjoint_warning(means) is None
+    meter.add(**solve_sums(deq.stats))
+    assert meter.means()["train_adjoint_residual"] == pytest.approx(means["train_adjoint_residual"])
+    assert Meter().means()["train_adjoint_residual"] is None  # a step without an adjoint solve

@@ -3,12 +3,19 @@ would paste them), with only the names the text says come from elsewhere defined
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def eq_warning() -> type[Warning]:
+    from equilibria.errors import ConvergenceWarning
+
+    return ConvergenceWarning
 
 
 def python_blocks() -> list[str]:
@@ -33,9 +40,18 @@ def test_every_readme_example_runs(tmp_path):
                 namespace["deq"] = namespace["eq"].DEQ(
                     namespace["TanhCell"](64, contraction=0.9), tol=1e-4, max_iter=30
                 )
-            try:
-                exec(compile(block, f"README.md python block {index}", "exec"), namespace)
-            except Exception as error:  # noqa: BLE001 - report which example failed
-                pytest.fail(f"README python block {index} failed: {error!r}\n{block}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    exec(compile(block, f"README.md python block {index}", "exec"), namespace)
+                except Exception as error:  # noqa: BLE001 - report which example failed
+                    pytest.fail(f"README python block {index} failed: {error!r}\n{block}")
+            # a newcomer who runs an example sees no warning
+            said = [
+                str(w.message)
+                for w in caught
+                if "equilibria" in w.filename or issubclass(w.category, eq_warning())
+            ]
+            assert not said, f"README python block {index} warns: {said}\n{block}"
     finally:
         os.chdir(cwd)

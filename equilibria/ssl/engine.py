@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..training.metrics import solve_sums
+from ..training.metrics import adjoint_sums, solve_sums
 from ..training.step import autocast, penalized, update
 from .augment import ViewAugment
 from .loss import contrastive_correct, nt_xent
@@ -54,6 +54,7 @@ def contrastive_step(
             solve_sums(first_stats),
             backward_nfe=sum(s.backward_nfe or 0 for s in solves),
             jacobian=sum(float(s.jacobian_frobenius_sq or 0.0) for s in solves),
+            **adjoint_sums(*solves),  # both views' adjoint solves
         )
         second_sums = {**solve_sums(second_stats), "samples": x.shape[0], "steps": 1}
     return sums, second_sums

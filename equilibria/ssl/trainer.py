@@ -15,6 +15,7 @@ import torch
 from ..classify.setup import image_record
 from ..data import ImageData
 from ..training.checkpoint import restore_model
+from ..training.equilibrium import adjoint_parts
 from ..training.loop import EpochLoop, Outcome, StepHook, TrainState
 from ..training.metrics import Meter
 from ..training.sampling import steps_per_epoch, train_batches
@@ -143,6 +144,8 @@ class ContrastiveTrainer(EpochLoop[ImageData]):
                 first_converged=means["train_converged"],
                 second_converged=second["train_converged"],
                 train_backward_nfe=means["train_backward_nfe"],
+                train_adjoint_residual=means["train_adjoint_residual"],
+                train_adjoint_converged=means["train_adjoint_converged"],
             )
         every = config.ssl.probe_every
         if every and epoch % every == 0 and epoch < config.optim.epochs:
@@ -161,6 +164,7 @@ class ContrastiveTrainer(EpochLoop[ImageData]):
             parts.append(
                 f"res view 1/2 {record['first_residual']:.1e}/{record['second_residual']:.1e}"
             )
+            parts.extend(adjoint_parts(record))
         if "probe_test_accuracy" in record:
             parts.append(f"probe {100 * record['probe_test_accuracy']:.2f}%")
         return parts

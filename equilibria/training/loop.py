@@ -25,7 +25,7 @@ from ..files import write_jsonl
 from ..stability.draws import shared_draws
 from .checkpoint import FILENAME, CheckpointError, Progress, save_checkpoint
 from .distributed import Runtime
-from .equilibrium import residual_warning
+from .equilibrium import adjoint_parts, epoch_warnings
 from .interrupt import StopRequest
 from .metrics import Meter
 from .optim import build_optimizer, build_scheduler
@@ -60,13 +60,15 @@ class Outcome:
 def solve_parts(record: dict[str, Any], evaluated: str) -> list[str]:
     """The epoch line's solver parts: forward / backward NFE of the training steps and the
     forward NFE of the evaluation whose keys start with `evaluated`, then the training solves'
-    mean residual; none for a model without solves."""
+    mean residual and (with an implicit backward) the adjoint's; none for a model without
+    solves."""
     if record.get("train_forward_nfe") is None:
         return []
     return [
         f"nfe {record['train_forward_nfe']:.1f}/{record['train_backward_nfe']:.1f} "
         f"({evaluated} {record[f'{evaluated}_forward_nfe']:.1f})",
         f"res {record['train_residual']:.1e}",
+        *adjoint_parts(record),
     ]
 
 
@@ -260,9 +262,9 @@ class EpochLoop(Generic[DataT]):
             "epoch_seconds": seconds,
             "train_seconds": progress.train_seconds,
         }
-        warning = residual_warning(record, self.config.deq.residual_warning)
-        if warning is not None:
-            record["warning"] = warning
+        warnings = epoch_warnings(record, self.config.deq.residual_warning)
+        if warnings:
+            record["warning"] = "; ".join(warnings)
         self.state.history.append(record)
         self._fresh_meters()
         self.save()

@@ -32,6 +32,8 @@ class ProgressBar:
         if meter.forward_nfe:
             postfix["nfe"] = f"{means['train_forward_nfe']:.1f}"
             postfix["res"] = f"{means['train_residual']:.1e}"
+        if meter.adjoint_solves:
+            postfix["adjoint res"] = f"{means['train_adjoint_residual']:.1e}"
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(1)
 
