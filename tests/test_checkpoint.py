@@ -189,3 +189,38 @@ def test_a_resumed_checkpoint_whose_optimizer_state_does_not_fit_is_explained(tm
     assert main(["train", "--resume", str(out)]) == 2
     error = capsys.readouterr().err
     assert "the optimizer, schedule or metrics in" in error and "Traceback" not in error
+
+
+def test_a_run_being_trained_refuses_a_second_process_in_one_line(tmp_path, capsys):
+    from equilibria.cli import main
+    from equilibria.training.run_lock import hold_run
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *tiny("epochs=1")]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["progress"]["finished"] = False  # as a run that is still training
+    torch.save(state, out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    # another process holds the run, as a run still training does
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from equilibria.training.run_lock import hold_run\n"
+         f"with hold_run({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
+        stdout=PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main(["train", "--resume", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert f"is being trained by process {holder.pid}" in error
+        assert len(error.strip().splitlines()) == 1
+        assert (out / "checkpoint.pt").read_bytes() == before  # nothing was touched
+        # a new run into the folder is refused the same way
+        assert main(["train", "--out", str(out), *tiny("epochs=1")]) == 2
+        assert f"process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    with hold_run(out):  # the lock went with the process that held it
+        pass

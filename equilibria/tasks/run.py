@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ..files import write_json
 from ..training.checkpoint import FILENAME, CheckpointError
 from ..training.distributed import Runtime
 from ..training.loop import StepHook
+from ..training.run_lock import hold_run
 from . import get_task
 
 
@@ -82,20 +84,23 @@ def run_task(
     out = Path(out)
     if task.check is not None:
         task.check(config, runtime, checkpoint)
-    check_new_run(out, checkpoint)
-    data = task.load_data(config)
-    torch.manual_seed(config.run.seed)
-    model = task.build_model(config, data)
-    write_run_config(config, out, runtime)
-    trainer = task.trainer(
-        config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
-    )
-    if runtime.is_main:
-        log(task.announce(config, data, trainer, out))
-    outcome = trainer.run()
-    result = RunResult(outcome.status, out, trainer.checkpoint_path, signal=outcome.signal)
-    if outcome.status == "finished":
-        result.summary = task.finalize(config, data, trainer, out)
+    # one process trains a folder at a time: a second (a --resume while this one still
+    # trains) is refused in one line instead of racing on the checkpoint
+    with hold_run(out) if runtime.is_main else nullcontext():
+        check_new_run(out, checkpoint)
+        data = task.load_data(config)
+        torch.manual_seed(config.run.seed)
+        model = task.build_model(config, data)
+        write_run_config(config, out, runtime)
+        trainer = task.trainer(
+            config, data, model, runtime, out, checkpoint=checkpoint, on_step=on_step, log=log
+        )
+        if runtime.is_main:
+            log(task.announce(config, data, trainer, out))
+        outcome = trainer.run()
+        result = RunResult(outcome.status, out, trainer.checkpoint_path, signal=outcome.signal)
+        if outcome.status == "finished":
+            result.summary = task.finalize(config, data, trainer, out)
     result.total_seconds = time.perf_counter() - started
     if result.summary is not None:
         s = result.summary
