@@ -198,3 +198,18 @@ def test_fit_image_rejects_bad_numbers(capsys, argv):
         main(["fit-image", *argv])
     assert stopped.value.code == 2
     assert "expected" in capsys.readouterr().err
+
+
+def test_a_fit_by_time_ends_its_bar_at_its_total_without_a_warning():
+    import warnings
+
+    from equilibria.cli.fit_image import FitProgress
+    from equilibria.inr.settings import FitSettings
+
+    progress = FitProgress(FitSettings(seconds=1.0), enabled=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm warns when a bar passes its total
+        for seconds in (0.4, 0.9, 1.3):  # the last step ends past the budget
+            progress({"psnr": 20.0, "seconds": seconds})
+        assert progress.bar.n == progress.bar.total == 1.0
+        progress.close()

@@ -126,8 +126,9 @@ class FitProgress:
         if "forward_nfe" in record:
             postfix["nfe"] = f"{record['forward_nfe']}/{record['backward_nfe']}"
         self.bar.set_postfix(postfix, refresh=False)
-        if self.by_time:
-            self.bar.update(round(record["seconds"] - self.bar.n, 2))
+        if self.by_time:  # the last step ends past the time budget: the bar stops at its total
+            elapsed = min(record["seconds"], self.bar.total)
+            self.bar.update(round(elapsed - self.bar.n, 2))
         else:
             self.bar.update(1)
 
