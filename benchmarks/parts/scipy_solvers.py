@@ -385,6 +385,10 @@ def run(config: BenchConfig) -> Section:
     section.notes += [
         "Each problem's start is its source's; the tanh maps' x is drawn once per seed, "
         "f(z) = tanh(W z + x) with W Gaussian scaled to the spectral radius rho.",
+        "stopped: the library's status (converged, max_iter at the cap, diverged when the "
+        "residual grew 1e4-fold over the initial one, its default guard); for SciPy, converged, "
+        "cap, or the exception SciPy raised (the SciPy rows' final ||F|| is then the best "
+        "it evaluated).",
         "SciPy works on G(x) = f(x) - x, the residual the library drives to zero: its "
         "quasi-Newton methods start from the Jacobian guess -I/alpha, the library's "
         "Anderson and Broyden from -I, so both start from the same sign.",
