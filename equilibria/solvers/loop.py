@@ -42,6 +42,41 @@ def _residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return g, abs_res, rel_res
 
 
+class BestIterates:
+    """Each sample's best iterate and its image so far.
+
+    When every sample improved (the usual case) they are the new iterate and image themselves,
+    with no pass over the state. Otherwise the improved samples' rows are copied into buffers
+    this object owns (on CPU, where a row copy costs a fraction of a masked select over the
+    whole state), or selected with one masked pass (on accelerators, where that pass is cheap
+    and a row index would cost a synchronization; and under autograd, which must trace it).
+    """
+
+    def __init__(self, z: torch.Tensor, fz: torch.Tensor) -> None:
+        self.z, self.fz = z, fz
+        self._owned = False  # whether z and fz are buffers no one else holds
+
+    def update(
+        self, z: torch.Tensor, fz: torch.Tensor, improved: torch.Tensor, all_improved: bool
+    ) -> None:
+        if all_improved:
+            self.z, self.fz, self._owned = z, fz, False
+            return
+        tracing = torch.is_grad_enabled() and any(t.requires_grad for t in (z, fz, self.z, self.fz))
+        if tracing or z.device.type != "cpu":
+            mask = improved.unsqueeze(1)
+            self.z, self.fz = torch.where(mask, z, self.z), torch.where(mask, fz, self.fz)
+            self._owned = not tracing
+            return
+        rows = improved.nonzero().squeeze(1)
+        if not len(rows):
+            return
+        if not self._owned:  # the iterates it refers to may be held by the solver: copy them
+            self.z, self.fz, self._owned = self.z.clone(), self.fz.clone(), True
+        self.z.index_copy_(0, rows, z.index_select(0, rows))
+        self.fz.index_copy_(0, rows, fz.index_select(0, rows))
+
+
 def iterate(
     solver: Solver,
     fn: FlatMap,
@@ -73,7 +108,8 @@ def iterate(
     fz = f(z)
     g, abs_res, rel_res = _residuals(z, fz)
     res = rel_res if stop_mode == "rel" else abs_res
-    best_z, best_fz, best_abs, best_rel, best = z, fz, abs_res, rel_res, res
+    best = BestIterates(z, fz)
+    best_abs, best_rel, best_res = abs_res, rel_res, res
     divergence_bound = divergence_ratio * abs_res
     diverged = torch.zeros_like(abs_res, dtype=torch.bool)
     # the traces are written into rows allocated once: a small tensor kept from every iteration
@@ -88,7 +124,7 @@ def iterate(
     progress = torch.ones((), dtype=torch.bool, device=z.device)
     improved = torch.ones((), dtype=torch.bool, device=z.device)  # samples where z beat best
     while True:
-        converged = best <= tol
+        converged = best_res <= tol
         # residuals are norms, so "< inf" is False exactly for NaN and inf (one op, where
         # isfinite takes four). The absolute one: a relative residual is also infinite where
         # f(z) = 0 exactly (a ReLU cell with every unit off), which is no non-finite value
@@ -107,13 +143,7 @@ def iterate(
             ]
         ).tolist()  # the loop's one synchronization per iteration
         all_converged, any_nonfinite, any_active, progressed, all_improved = flags
-        # each sample's best iterate (and its image): z where it improved; when every sample
-        # did (the usual case) that is z itself, which saves passes over the state
-        if all_improved:
-            best_z, best_fz = z, fz
-        else:
-            best_z = torch.where(improved.unsqueeze(1), z, best_z)
-            best_fz = torch.where(improved.unsqueeze(1), fz, best_fz)
+        best.update(z, fz, improved, all_improved)
         stalled = 0 if progressed else stalled + 1
         # non-finite values at a non-finite iterate are divergence; at a finite one (while no
         # sample still being solved sits at a non-finite point) they are an error of fn
@@ -148,14 +178,14 @@ def iterate(
         if iteration == len(abs_trace):  # a solver whose iterations cost no evaluation
             abs_trace, rel_trace = torch.cat([abs_trace] * 2), torch.cat([rel_trace] * 2)
         abs_trace[iteration], rel_trace[iteration] = abs_res, rel_res
-        improved = res < best
-        progress = (res < best * (1 - PROGRESS_FRACTION)) & active
+        improved = res < best_res
+        progress = (res < best_res * (1 - PROGRESS_FRACTION)) & active
         best_abs = torch.where(improved, abs_res, best_abs)
         best_rel = torch.where(improved, rel_res, best_rel)
-        best = best_rel if stop_mode == "rel" else best_abs
+        best_res = best_rel if stop_mode == "rel" else best_abs
     return LoopResult(
-        z=best_z,
-        fz=best_fz,
+        z=best.z,
+        fz=best.fz,
         nfe=f.count,
         abs_residual=best_abs,
         rel_residual=best_rel,
