@@ -26,6 +26,7 @@ from .errors import (
 )
 from .fixed_point import SolveSettings
 from .neural import NeuralSolver
+from .reversible import ReconstructionWarning, Reversible
 from .solution import Solution, Status
 from .solve import solve
 from .solvers import GMRES, SOLVERS, Anderson, Broyden, Newton, Picard, Solver, make_solver
@@ -96,6 +97,8 @@ __all__ = [
     "OneStep",
     "Phantom",
     "Picard",
+    "ReconstructionWarning",
+    "Reversible",
     "Solution",
     "SolveSettings",
     "Solver",

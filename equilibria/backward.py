@@ -3,7 +3,9 @@
 Each strategy takes the flat cell map f (one differentiable evaluation per call) and the fixed
 point z* found by the forward solve, and returns the layer output f(z*) wired for autograd.
 Parameters always receive their gradients through ordinary autograd of a cell application,
-never through a custom autograd.Function, so DDP, hooks and compiled cells keep working.
+never through a custom autograd.Function, so DDP, hooks and compiled cells keep working. The one
+exception is `equilibria.reversible`, which owns its forward iteration: its gradient reaches the
+tensors the cell closes over as the inputs of one autograd.Function (each accumulated once).
 """
 
 from __future__ import annotations
@@ -33,18 +35,34 @@ class Backward(ABC):
     """A backward strategy.
 
     `differentiates_solver` asks for the forward solve to run with autograd on; `solves_adjoint`
-    says that the gradient comes from an adjoint solve, recorded on the forward's `Solution`.
+    says that the gradient comes from an adjoint solve, recorded on the forward's `Solution`;
+    `owns_forward` says that the strategy runs its own forward iteration (`solve`) in place of
+    the configured solver, and `attach` is not used.
     """
 
     name: ClassVar[str]
     differentiates_solver: ClassVar[bool] = False
     solves_adjoint: ClassVar[bool] = False
+    owns_forward: ClassVar[bool] = False
 
     @abstractmethod
     def attach(
         self, f: FlatMap, z_star: torch.Tensor, forward: SolveSettings, record: Recorder
     ) -> torch.Tensor:
         """The output f(z*) as a `(batch, features)` matrix, with this strategy's gradient."""
+
+    def solve(
+        self,
+        f: Callable[[Any], Any],
+        z0: Any,
+        settings: SolveSettings,
+        *,
+        what: str = "f",
+        through: FlatMap | None = None,
+    ) -> tuple[Solution, Any]:
+        """For strategies that own the forward: the solution and the output, with this
+        strategy's gradient under grad mode (`through`: the same map on flat matrices)."""
+        raise NotImplementedError(f"{type(self).__name__} does not run its own forward")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -217,6 +235,8 @@ class Unrolled(Backward):
         return f(z_star)
 
 
+# strategies defined in modules of their own add themselves on import (`equilibria.reversible`,
+# which the package imports, so the registry is complete whenever equilibria is loaded)
 BACKWARDS: dict[str, type[Backward]] = {
     cls.name: cls for cls in (Implicit, Phantom, OneStep, Unrolled)
 }

@@ -41,10 +41,11 @@ def solve(
 
     Gradients: with `backward=None` the solve runs under the caller's grad mode, so autograd
     records every iteration. With a backward strategy (`"implicit"`, `eq.Implicit(...)`,
-    `eq.Phantom(...)`, `eq.OneStep()`, `eq.Unrolled()`, as for `eq.DEQ`), the solve runs
-    without autograd and `solution.z` (the same values) carries that strategy's gradient to
-    every tensor f closes over (module parameters and plain tensors alike); after backward,
-    `solution.backward` holds the adjoint solve of an implicit strategy.
+    `eq.Phantom(...)`, `eq.OneStep()`, `eq.Unrolled()`, `eq.Reversible(...)`, as for `eq.DEQ`),
+    the solve runs without autograd and `solution.z` (the same values) carries that strategy's
+    gradient to every tensor f closes over (module parameters and plain tensors alike); after
+    backward, `solution.backward` holds the adjoint solve of an implicit strategy. The
+    reversible strategy runs its own iteration instead of `solver` and returns its last state.
 
     Example:
         >>> sol = solve(torch.cos, torch.zeros(4, 1), tol=1e-6, stop_mode="abs")
@@ -106,6 +107,8 @@ def solve_differentiably(
     its unset values from `backward_defaults` (default: `settings`).
     """
     refuse_implicit_under_functorch(backward)
+    if backward.owns_forward:  # its forward is its own iteration, not the configured solver
+        return backward.solve(f, z0, settings, what=what, through=through)
     layout = StateLayout.of(z0, "z0")
     grad = torch.is_grad_enabled()
     with torch.set_grad_enabled(grad and backward.differentiates_solver):
