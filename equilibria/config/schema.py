@@ -149,7 +149,8 @@ class DEQConfig(Section):
     backward: str | None = option(
         None,
         "gradient: onestep (one differentiated cell application at the fixed point; cheap, "
-        f"inexact), implicit (the adjoint solve) or phantom ({_by_task('deq', 'backward')})",
+        "inexact), implicit (the adjoint solve), phantom, or reversible (its own reversible "
+        f"iteration instead of the solver, exact gradient) ({_by_task('deq', 'backward')})",
         choices=TRAIN_BACKWARDS,
     )
     backward_solver: str | None = option(
