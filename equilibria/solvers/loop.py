@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from torch.linalg import vector_norm
 
 from ..errors import NonFiniteError
 from ..solution import Status
@@ -34,12 +36,92 @@ class LoopResult:
     status: Status
 
 
-def _residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """g = f(z) - z and, per sample, ||g|| and ||f(z)|| stacked as a (2, batch) matrix."""
     g = fz - z
     with torch.no_grad():
-        abs_res = g.norm(dim=1)
-        rel_res = abs_res / (fz.norm(dim=1) + torch.finfo(fz.dtype).tiny)
-    return g, abs_res, rel_res
+        norms = torch.stack([vector_norm(g, dim=1), vector_norm(fz, dim=1)])
+    return g, norms
+
+
+class SampleBook:
+    """Per-sample bookkeeping on the host: residuals, best residuals, divergence, traces.
+
+    The loop moves each iteration's two residual norms per sample to the host in its one
+    synchronization and decides everything per sample there: a few dozen tiny device
+    operations an iteration cost more than the state's own arithmetic on small states.
+    """
+
+    def __init__(
+        self, norms: torch.Tensor, *, tol: float, stop_mode: str, divergence_ratio: float,
+        max_iter: int,
+    ) -> None:  # fmt: skip
+        self.dtype, self.device = norms.dtype, norms.device
+        self.tiny = torch.finfo(norms.dtype).tiny
+        self.tol, self.rel_mode = tol, stop_mode == "rel"
+        abs_res, rel_res = self._read(norms)
+        self.abs_res, self.rel_res = abs_res, rel_res
+        self.best_abs, self.best_rel = abs_res, rel_res
+        self.bound = divergence_ratio * abs_res
+        self.diverged = np.zeros(abs_res.shape, dtype=bool)
+        self.active = np.ones(abs_res.shape, dtype=bool)
+        self.improved = np.ones(abs_res.shape, dtype=bool)
+        self.progress = True
+        self.abs_trace = np.empty((max_iter + 1, *abs_res.shape))
+        self.rel_trace = np.empty_like(self.abs_trace)
+        self.abs_trace[0], self.rel_trace[0] = abs_res, rel_res
+        self.iteration = 0
+
+    def _read(self, norms: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute and relative residuals per sample as float64 arrays (the synchronization)."""
+        try:
+            host = norms.detach().cpu().numpy()
+        except RuntimeError:  # a tensor inside a torch.func transform has no storage to read
+            host = np.array(norms.tolist())
+        abs_res, fz_norm = host.astype(np.float64)
+        # the division in the state's dtype, as the residual is reported in it
+        rel_res = (abs_res / (fz_norm + self.tiny)).astype(_numpy_dtype(self.dtype))
+        return abs_res, rel_res.astype(np.float64)
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.best_rel if self.rel_mode else self.best_abs
+
+    def record(self, norms: torch.Tensor) -> None:
+        """Take in the residuals of a new iterate."""
+        self.abs_res, self.rel_res = self._read(norms)
+        self.iteration += 1
+        if self.iteration == len(self.abs_trace):  # a solver whose steps cost no evaluation
+            self.abs_trace = np.concatenate([self.abs_trace] * 2)
+            self.rel_trace = np.concatenate([self.rel_trace] * 2)
+        self.abs_trace[self.iteration] = self.abs_res
+        self.rel_trace[self.iteration] = self.rel_res
+        res = self.rel_res if self.rel_mode else self.abs_res
+        best = self.best
+        self.improved = res < best
+        self.progress = bool(((res < best * (1 - PROGRESS_FRACTION)) & self.active).any())
+        self.best_abs = np.where(self.improved, self.abs_res, self.best_abs)
+        self.best_rel = np.where(self.improved, self.rel_res, self.best_rel)
+
+    def classify(self) -> tuple[np.ndarray, np.ndarray]:
+        """Update divergence and activity; the samples that converged and the ones whose
+        residual just became non-finite."""
+        converged = self.best <= self.tol
+        # "< inf" is False exactly for NaN and inf. The absolute residual: a relative one is
+        # also infinite where f(z) = 0 exactly (a ReLU cell with every unit off)
+        nonfinite = ~(self.abs_res < math.inf)
+        newly_nonfinite = nonfinite & ~self.diverged
+        self.diverged = self.diverged | nonfinite | (self.abs_res > self.bound)
+        self.active = ~(converged | self.diverged)
+        return converged, newly_nonfinite
+
+    def tensor(self, values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values, device=self.device).to(self.dtype)
+
+
+def _numpy_dtype(dtype: torch.dtype) -> Any:
+    """The NumPy dtype of a floating torch dtype (float32 for the ones NumPy lacks)."""
+    return {torch.float64: np.float64, torch.float16: np.float16}.get(dtype, np.float32)
 
 
 class BestIterates:
@@ -106,61 +188,41 @@ def iterate(
     f = EvaluationBudget(fn, max_iter, splitting)
     z = z0
     fz = f(z)
-    g, abs_res, rel_res = _residuals(z, fz)
-    res = rel_res if stop_mode == "rel" else abs_res
+    g, norms = _residuals(z, fz)
+    book = SampleBook(
+        norms, tol=tol, stop_mode=stop_mode, divergence_ratio=divergence_ratio, max_iter=max_iter
+    )
     best = BestIterates(z, fz)
-    best_abs, best_rel, best_res = abs_res, rel_res, res
-    divergence_bound = divergence_ratio * abs_res
-    diverged = torch.zeros_like(abs_res, dtype=torch.bool)
-    # the traces are written into rows allocated once: a small tensor kept from every iteration
-    # pins the heap between the large ones freed, and the process grew by megabytes an iteration
-    abs_trace = abs_res.new_empty((max_iter + 1, *abs_res.shape))
-    rel_trace = rel_res.new_empty((max_iter + 1, *rel_res.shape))
-    abs_trace[0], rel_trace[0] = abs_res, rel_res
     state = solver.init(z, fz, g)
     stalled = 0
     status = Status.MAX_ITER
-    iteration = 0
-    progress = torch.ones((), dtype=torch.bool, device=z.device)
-    improved = torch.ones((), dtype=torch.bool, device=z.device)  # samples where z beat best
     while True:
-        converged = best_res <= tol
-        # residuals are norms, so "< inf" is False exactly for NaN and inf (one op, where
-        # isfinite takes four). The absolute one: a relative residual is also infinite where
-        # f(z) = 0 exactly (a ReLU cell with every unit off), which is no non-finite value
-        nonfinite = ~(abs_res < math.inf)
-        newly_nonfinite = nonfinite & ~diverged
-        earlier = diverged
-        diverged = diverged | nonfinite | (abs_res > divergence_bound)
-        active = ~(converged | diverged)
-        flags = torch.stack(
-            [
-                converged.all(),
-                newly_nonfinite.any(),
-                active.any(),
-                progress.any(),
-                improved.all(),
-            ]
-        ).tolist()  # the loop's one synchronization per iteration
-        all_converged, any_nonfinite, any_active, progressed, all_improved = flags
-        best.update(z, fz, improved, all_improved)
-        stalled = 0 if progressed else stalled + 1
+        earlier = book.diverged
+        converged, newly_nonfinite = book.classify()
+        all_improved = bool(book.improved.all())
+        if not all_improved:
+            improved = torch.from_numpy(book.improved).to(z.device, non_blocking=True)
+        best.update(z, fz, None if all_improved else improved, all_improved)
+        stalled = 0 if book.progress else stalled + 1
         # non-finite values at a non-finite iterate are divergence; at a finite one (while no
         # sample still being solved sits at a non-finite point) they are an error of fn
-        if any_nonfinite and bool((torch.isfinite(z).all(dim=1) | earlier).all()):
+        if newly_nonfinite.any() and bool(
+            (torch.isfinite(z).all(dim=1).cpu().numpy() | earlier).all()
+        ):
+            solving = torch.from_numpy(~earlier).to(z.device).unsqueeze(1)
             where = (
-                describe_nonfinite(torch.where(earlier.unsqueeze(1), 0.0, fz.detach()))
+                describe_nonfinite(torch.where(solving, fz.detach(), 0.0))
                 if describe_nonfinite
                 else "the function returned non-finite values"
             )
             raise NonFiniteError(
-                f"{where} at evaluation {f.count} (iteration {iteration}), although the point "
-                "it was evaluated at is finite"
+                f"{where} at evaluation {f.count} (iteration {book.iteration}), although the "
+                "point it was evaluated at is finite"
             )
-        if all_converged:
+        if converged.all():
             status = Status.CONVERGED
             break
-        if not any_active:  # every sample that did not converge diverged
+        if not book.active.any():  # every sample that did not converge diverged
             status = Status.DIVERGED
             break
         if f.remaining <= 0:
@@ -172,24 +234,16 @@ def iterate(
         step = solver.step(f, z, fz, g, state)
         z, state = step.z, step.state
         fz = step.fz if step.fz is not None else f(z)
-        g, abs_res, rel_res = _residuals(z, fz)
-        res = rel_res if stop_mode == "rel" else abs_res
-        iteration += 1
-        if iteration == len(abs_trace):  # a solver whose iterations cost no evaluation
-            abs_trace, rel_trace = torch.cat([abs_trace] * 2), torch.cat([rel_trace] * 2)
-        abs_trace[iteration], rel_trace[iteration] = abs_res, rel_res
-        improved = res < best_res
-        progress = (res < best_res * (1 - PROGRESS_FRACTION)) & active
-        best_abs = torch.where(improved, abs_res, best_abs)
-        best_rel = torch.where(improved, rel_res, best_rel)
-        best_res = best_rel if stop_mode == "rel" else best_abs
+        g, norms = _residuals(z, fz)
+        book.record(norms)
+    end = book.iteration + 1
     return LoopResult(
         z=best.z,
         fz=best.fz,
         nfe=f.count,
-        abs_residual=best_abs,
-        rel_residual=best_rel,
-        abs_trace=abs_trace[: iteration + 1].clone(),
-        rel_trace=rel_trace[: iteration + 1].clone(),
+        abs_residual=book.tensor(book.best_abs),
+        rel_residual=book.tensor(book.best_rel),
+        abs_trace=book.tensor(book.abs_trace[:end]),
+        rel_trace=book.tensor(book.rel_trace[:end]),
         status=status,
     )
