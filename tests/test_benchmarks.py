@@ -5,6 +5,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -419,17 +420,39 @@ def test_overhead_part_ratio_is_solve_time_over_nfe_bare_calls(config):
     assert 0 < row["outside"] < 1
     assert row["cell_us"] > 0 and row["step_us"] > 0 and row["loop_us"] > 0
     assert section.checks[0].passed is None  # no cell here costs >= 1 ms
+    assert row["loop_share"] == pytest.approx(row["loop_us"] / row["cell_us"])
+    assert row["floor_us"] > 0 and row["traffic_ratio"] > 0
 
 
 def test_overhead_checks_only_judge_expensive_cells():
+    def row(problem, solver, cell_ms, ratio, loop_share=0.01, traffic_ratio=None):
+        return dict(problem=problem, solver=solver, cell_ms=cell_ms, ratio=ratio,
+                    loop_share=loop_share, traffic_ratio=traffic_ratio)  # fmt: skip
+
     rows = [
-        {"problem": "p", "solver": "a", "cell_ms": 0.1, "ratio": 3.0},
-        {"problem": "q", "solver": "a", "cell_ms": 2.0, "ratio": 1.1},
+        row("p", "anderson", 0.1, 3.0, 0.5, 4.0),
+        row("q", "anderson", 2.0, 1.1, 0.04, 1.2),
+        row("q", "picard", 2.0, 1.04),
     ]
-    (check,) = overhead.checks(rows)
-    assert check.passed is True and "1/1 rows" in check.measured
-    rows[1]["ratio"] = 1.3
-    assert overhead.checks(rows)[0].passed is False
+    ratio, picard, loop, traffic = overhead.checks(rows)
+    assert ratio.passed is True and "2/2 rows" in ratio.measured
+    assert picard.passed is True and "1/1 rows" in picard.measured
+    assert loop.passed is True and traffic.passed is True and "1/1 rows" in traffic.measured
+    rows[1].update(ratio=1.3, loop_share=0.06, traffic_ratio=1.6)
+    rows[2]["ratio"] = 1.06
+    assert [check.passed for check in overhead.checks(rows)] == [False, False, False, False]
+
+
+def test_traffic_model_counts_what_each_algorithm_must_move():
+    from benchmarks.traffic import needed_bytes_per_entry, streaming_bandwidth
+
+    assert needed_bytes_per_entry(eq.Picard(), 4, 30) == 0.0
+    assert needed_bytes_per_entry(eq.Picard(damping=0.5), 4, 30) == 12.0
+    # m = 5 float64 differences (Gram row) + 5 float32 differences (mix) + the vector passes
+    assert needed_bytes_per_entry(eq.Anderson(m=5), 4, 30) == 40 + 28 + 36 + 12
+    assert needed_bytes_per_entry(eq.Broyden(memory=2), 4, 3) == 2 * 0.5 * 2 * 4 + 8
+    assert needed_bytes_per_entry(object(), 4, 30) is None
+    assert streaming_bandwidth(1 << 20, torch.device("cpu"), time.perf_counter) > 1e8
 
 
 def test_exact_gradient_matches_a_tight_implicit_solve():
