@@ -276,3 +276,21 @@ def test_registry_and_hyperparameters():
 def test_bad_hyperparameters_are_rejected(options, message):
     with pytest.raises(ValueError, match=message):
         GMRES(**options)
+
+
+def test_core_searches_augment_directions_first():
+    """A direction holding the answer solves the system in one product; a zero or repeated
+    direction is skipped, and the residual estimate stays the true one."""
+    a, b = random_systems()
+    answer = torch.linalg.solve(a, b)
+    augment = torch.stack([3 * answer, answer, torch.randn_like(answer)], dim=1)
+    augment[1, 0] = 0  # sample 1: no first direction, its answer comes second (repeated: kept)
+    result = gmres(matrix_operator(a), b, max_iter=10, rtol=1e-12, augment=augment)
+    torch.testing.assert_close(result.x, answer, atol=1e-12, rtol=0)
+    assert result.products == 2
+    noise = torch.randn(3, 4, 10, dtype=F64, generator=torch.Generator().manual_seed(1))
+    for max_iter in (2, 5, 8):
+        result = gmres(matrix_operator(a), b, max_iter=max_iter, rtol=0.0, augment=noise)
+        torch.testing.assert_close(
+            result.residual, true_residual(a, b, result.x), rtol=1e-9, atol=1e-12
+        )

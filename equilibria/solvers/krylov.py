@@ -3,7 +3,9 @@
 Each sample is its own linear system A_i x_i = b_i; the operator is applied to the whole
 `(batch, features)` matrix at once, and every per-sample quantity (basis, Hessenberg matrix,
 rotations, stopping) stays per sample. A restarted GMRES is one cycle after another, each
-started from the previous cycle's x.
+started from the previous cycle's x. A cycle may first search along given directions (the
+flexible form of GMRES: the solution is a combination of those directions and the Krylov
+vectors), which is how Newton reuses the corrections of its earlier steps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ LinearOperator = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # multiples of the dtype's epsilon below which what orthogonalization leaves of a product is
 # round-off (the new direction is already in the basis: the Krylov space is exhausted)
 ORTHOGONALIZATION_ROUNDING = 16.0
+
+
+# an augment direction whose part outside the ones before it is below this fraction of its
+# length adds nothing reliable to the search space
+DEPENDENT = 1e-3
 
 
 @dataclass
@@ -69,6 +76,7 @@ def gmres(
     max_iter: int,
     rtol: float | torch.Tensor,
     x0: torch.Tensor | None = None,
+    augment: torch.Tensor | None = None,
 ) -> KrylovResult:
     """One GMRES cycle on A x = b per sample: at most `max_iter` products, `max_iter + 1` basis
     vectors.
@@ -77,12 +85,20 @@ def gmres(
     tensor), once its Krylov space is exhausted (x is then exact up to rounding), or once a new
     direction is lost in the rounding of its product; from then on its x no longer changes.
     `apply` receives vectors in `work_dtype(b.dtype)`, of unit norm (or zero); `x0` (None:
-    zero) costs one more product. Synchronizes with the device once per iteration.
+    zero) costs one more product. `augment` (batch, p, features): directions searched before
+    the Krylov vectors, one product each (a zero row is skipped: that sample takes its next
+    Krylov vector instead). The residual stays orthogonal to A times the searched space, so
+    b . (b - A x) = ||b - A x||^2 as for plain GMRES. Synchronizes with the device once per
+    iteration.
     """
     check_positive_int("GMRES max_iter", max_iter)
     batch, features = b.shape
     device, work = b.device, work_dtype(b.dtype)
     products = 0
+    augment, valid = _unit_directions(augment, batch, features, work, device)
+    # per column, where its direction came from: an augment row (index < p) or a basis vector
+    sources = torch.zeros(batch, max_iter, dtype=torch.long, device=device)
+    started = torch.zeros(batch, dtype=torch.bool, device=device)  # took the first basis vector
     if x0 is None:
         x, r = b.new_zeros(batch, features, dtype=work), b.to(work)
     else:
@@ -110,7 +126,27 @@ def gmres(
     for j in range(max_iter):
         if not bool(active.any()):  # the one synchronization of the iteration
             break
-        product, rounding = apply(basis[:, j])
+        if j < augment.shape[1]:
+            # an augment direction where the sample has one, else its next Krylov vector: the
+            # first basis vector once, then the newest one (the Arnoldi continuation)
+            take = valid[:, j]
+            krylov = torch.where(started, j, 0)
+            source = torch.where(take, j, augment.shape[1] + krylov)
+            direction_j = torch.where(
+                take.unsqueeze(1), augment[:, j], basis[torch.arange(batch, device=device), krylov]
+            )
+            started = started | ~take
+        else:
+            krylov = torch.where(started, j, 0)
+            source = augment.shape[1] + krylov
+            direction_j = (
+                basis[:, j]
+                if bool(started.all())
+                else basis[torch.arange(batch, device=device), krylov]
+            )
+            started = torch.ones_like(started)
+        sources = write_slot(sources, 1, j, source)
+        product, rounding = apply(direction_j)
         products += 1
         iterations = j + 1
         with autocast_off(device):
@@ -151,7 +187,9 @@ def gmres(
             active = usable & (residual > target)
     if iterations:
         with autocast_off(device):
-            x = x + _combination(basis, triangle, rotations, used, beta, iterations)
+            x = x + _combination(
+                augment, basis, sources, triangle, rotations, used, beta, iterations
+            )
     return KrylovResult(x=x.to(b.dtype), residual=residual, products=products)
 
 
@@ -181,15 +219,44 @@ def _pad(column: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(column, (0, size - column.shape[1]))
 
 
+def _unit_directions(
+    augment: torch.Tensor | None, batch: int, features: int, work: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augment directions made orthonormal (batch, p, features), and per row whether it
+    adds a direction to the ones before it (nearly dependent directions would make the
+    combination of the answer lose its digits)."""
+    if augment is None:
+        return torch.zeros(batch, 0, features, dtype=work, device=device), torch.zeros(
+            batch, 0, dtype=torch.bool, device=device
+        )
+    with autocast_off(device):
+        augment = augment.to(work)
+        units, valid = [], []
+        for j in range(augment.shape[1]):  # Gram-Schmidt, twice, against the rows kept so far
+            row = augment[:, j]
+            for _ in range(2 if units else 0):
+                kept = torch.stack(units, dim=1)
+                along = torch.bmm(torch.bmm(row.unsqueeze(1), kept.transpose(1, 2)), kept)
+                row = row - along.squeeze(1)
+            size = row.norm(dim=1, keepdim=True)
+            adds = size > DEPENDENT * augment[:, j].norm(dim=1, keepdim=True)
+            units.append(torch.where(adds, row / torch.where(adds, size, 1.0), 0.0))
+            valid.append(adds.squeeze(1))
+        return torch.stack(units, dim=1), torch.stack(valid, dim=1)
+
+
 def _combination(
+    augment: torch.Tensor,
     basis: torch.Tensor,
+    sources: torch.Tensor,
     triangle: torch.Tensor,
     rotations: torch.Tensor,
     used: torch.Tensor,
     beta: torch.Tensor,
     n: int,
 ) -> torch.Tensor:
-    """sum_j y_j v_j with y the least-squares solution R y = beta (Q^T e_1) over n columns.
+    """sum_j y_j z_j with y the least-squares solution R y = beta (Q^T e_1) over n columns and
+    z_j the direction of column j (`sources`: an augment row, or p + a basis index).
 
     Unused columns (after a sample stopped) hold e_j in R and get weight 0, so they neither
     divide by zero nor move x.
@@ -197,4 +264,11 @@ def _combination(
     rhs = beta.unsqueeze(1) * rotations[:, :n, 0]
     y = torch.linalg.solve_triangular(triangle[:, :n, :n], rhs.unsqueeze(2), upper=True)
     y = torch.where(used[:, :n], y.squeeze(2), 0.0)
-    return torch.bmm(y.to(basis.dtype).unsqueeze(1), basis[:, :n]).squeeze(1)
+    p = augment.shape[1]
+    if p == 0:
+        return torch.bmm(y.to(basis.dtype).unsqueeze(1), basis[:, :n]).squeeze(1)
+    weights = y.new_zeros(y.shape[0], p + basis.shape[1])
+    weights = weights.scatter_add(1, sources[:, :n], y).to(basis.dtype)
+    return (
+        torch.bmm(weights[:, None, :p], augment) + torch.bmm(weights[:, None, p:], basis)
+    ).squeeze(1)

@@ -1,4 +1,4 @@
-"""Inexact Newton-Krylov on the residual F(z) = f(z) - z, with a backtracking line search."""
+"""Inexact Newton-Krylov on the residual F(z) = f(z) - z, globalized by a line search on ||F||."""
 
 from __future__ import annotations
 
@@ -11,61 +11,91 @@ import torch
 
 from ..errors import check_choice, check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off
-from .krylov import LinearOperator, check_relative_tolerance, gmres, loop_tolerance
+from .krylov import (
+    KrylovResult,
+    LinearOperator,
+    check_relative_tolerance,
+    gmres,
+    loop_tolerance,
+)
 
 JVP_METHODS = ("forward", "difference")
 # Eisenstat-Walker "choice 2": eta = GAMMA (||F_k|| / ||F_k-1||)^ORDER gives convergence of
 # that order near the solution, and the safeguard keeps eta from dropping abruptly while the
 # previous one was still large (which would solve far-from-solution models too well)
 GAMMA, ORDER, SAFEGUARD = 0.9, 2.0, 0.1
-ARMIJO = 1e-4  # fraction of the decrease the linear model predicts that a step must achieve
+ARMIJO = 1e-4  # fraction of the decrease of ||F||^2 the linear model predicts that a step needs
+# a backtrack shrinks the step to the minimizer of the quadratic through ||F||^2 at 0 (value and
+# slope) and at the failed length, kept within these fractions of that length
+SHRINK_MIN, SHRINK_MAX = 0.1, 0.5
+TIGHTEN = 0.1  # after a step that found no decrease, the next forcing term shrinks this much
 
 
 @dataclass
 class NewtonState:
     norm: torch.Tensor | None = None  # (batch,) float64: ||F|| at the previous step
     eta: torch.Tensor | None = None  # (batch,) float64: the previous step's forcing term
+    stuck: torch.Tensor | None = None  # (batch,) bool: the previous step found no decrease
+    corrections: torch.Tensor | None = None  # (batch, <= recycle, features): earlier Newton steps
 
 
 @dataclass(frozen=True)
 class Newton(Solver):
-    """Newton's method on F(z) = f(z) - z, with GMRES for each linear system.
+    """Newton's method on F(z) = f(z) - z, with GMRES for each linear system and a line search.
 
     Each step solves J_F d = -F(z), J_F = J_f(z) - I, with GMRES up to the relative residual
-    eta (the Eisenstat-Walker forcing term, per sample: loose far from the solution, tighter as
-    ||F|| falls, which gives quadratic convergence near it), then halves the step per sample
-    until ||F(z + a d)|| <= (1 - 1e-4 a (1 - eta)) ||F(z)|| (Armijo's sufficient decrease) or
-    the halvings run out (the trial with the smallest ||F|| is taken). The accepted point's f
+    eta (the Eisenstat-Walker forcing term, per sample: loose far from the solution, tighter
+    as ||F|| falls, which gives superlinear convergence near it). The first GMRES cycle
+    searches along the corrections of the last `recycle` steps before the Krylov vectors (as
+    LGMRES does: on a nearly linear F they hold the directions a short Krylov space misses);
+    further cycles of `k` products restart from the cycle's answer until eta is met or
+    `cycles` have run.
+
+    The line search works on ||F||^2, whose slope along d is exactly -2 (||F||^2 - r^2) for
+    the GMRES residual r, so d descends wherever GMRES made progress. It tries the full step,
+    then per sample shrinks the step length a to the minimizer of the quadratic model
+    (safeguarded to [0.1 a, 0.5 a]) until ||F(z + a d)||^2 <= ||F||^2 - 2e-4 a (||F||^2 - r^2)
+    (Armijo's sufficient decrease) or the backtracks run out. A sample then takes its trial
+    with the smallest ||F|| if that is below ||F(z)||, and otherwise stays where it is and
+    solves its next linear system ten times more accurately. No sample ever takes the plain
+    step z <- f(z), which runs away from a fixed point that repels it. The accepted point's f
     comes back with the step, so the loop does not evaluate it again.
 
     Evaluations counted per step: one per GMRES product (a Jacobian-vector product of f at z:
-    forward-mode AD evaluates f once on dual numbers, a finite difference evaluates f once),
-    one for the full step and one per halving; a step never asks for more than the budget has
-    left, and with fewer than 2 evaluations left it is the plain step z <- f(z). A
-    forward-mode product takes several evaluations' time (on CPU, 3.5 for a conv cell, 6 for
-    an nn.TransformerEncoderLayer in eval mode, whose fused kernels it cannot use).
+    forward-mode AD evaluates f once on dual numbers, a finite difference evaluates f once,
+    and each restarted cycle takes one for its starting residual), and one per trial point; a
+    step never asks for more than the budget has left. A forward-mode product takes several
+    evaluations' time (on CPU, 3.5 for a conv cell, 6 for an nn.TransformerEncoderLayer in
+    eval mode, whose fused kernels it cannot use).
 
     Works on nonlinear maps from a start near enough (the line search widens that region),
     including ones whose plain iteration diverges; for an affine map, "gmres" needs no
     Jacobian-vector products.
 
     Args:
-        k: GMRES iterations per step (memory: k + 1 basis vectors per sample).
+        k: Krylov products per GMRES cycle (memory: k + 1 basis vectors per sample).
+        recycle: earlier corrections searched first in each step's GMRES (memory: as many
+            vectors per sample; 0 turns recycling off).
+        cycles: GMRES cycles per step at most (restarts until the forcing term is met).
         eta_max: forcing term of the first step and upper bound of the later ones, in [0, 1).
-        max_backtracks: step halvings per line search (0: always the full Newton step).
+        max_backtracks: step reductions per line search (0: only the full Newton step).
         jvp: "forward" (forward-mode automatic differentiation: exact; every operation of f
             needs a forward-mode derivative) or "difference" ((f(z + h v) - f(z)) / h: any f,
             about half the digits of the dtype).
     """
 
-    k: int = 10
-    eta_max: float = 0.9
+    k: int = 40
+    recycle: int = 5
+    cycles: int = 3
+    eta_max: float = 0.5
     max_backtracks: int = 4
     jvp: str = "forward"
     name: ClassVar[str] = "newton"
 
     def __post_init__(self) -> None:
         check_positive_int("Newton k", self.k)
+        check_positive_int("Newton recycle", self.recycle, minimum=0)
+        check_positive_int("Newton cycles", self.cycles)
         check_relative_tolerance("Newton eta_max", self.eta_max)
         check_positive_int("Newton max_backtracks", self.max_backtracks, minimum=0)
         check_choice("Newton jvp", self.jvp, JVP_METHODS)
@@ -81,8 +111,8 @@ class Newton(Solver):
         g: torch.Tensor,
         state: NewtonState,
     ) -> Step:
-        if f.remaining < 3:  # no room for a product, a trial point and a fallback
-            return Step(z=fz, fz=None, state=state)
+        if f.remaining < 2:  # no room for a product and a trial point: z stays
+            return Step(z=z, fz=fz, state=state) if f.remaining < 1 else Step(z, None, state)
         with autocast_off(z.device):
             norm = g.detach().norm(dim=1).double()
         eta = self._forcing_term(norm, state)
@@ -90,23 +120,66 @@ class Newton(Solver):
         if enough is not None:
             eta = torch.maximum(eta, enough).clamp(max=self.eta_max)
         operator = self._residual_jacobian(f, z, fz)
-        solution = gmres(operator, -g, max_iter=min(self.k, f.remaining - 2), rtol=eta)
-        state = NewtonState(norm=norm, eta=eta)
+        solution = self._solve(f, operator, -g, eta, state.corrections)
         direction = solution.x
-        if not bool(direction.detach().any()):  # nowhere to go: F = 0 or J_F singular on it
-            return Step(z=fz, fz=None, state=state)
-        # the decrease the linear model promises: 1 - eta for the eta GMRES actually reached
-        promised = 1 - (solution.residual.detach() / torch.where(norm > 0, norm, 1.0)).clamp(max=1)
-        backtracks = max(min(self.max_backtracks, f.remaining - 2), 0)
-        z_next, fz_next, accepted = _line_search(f, z, direction, norm, promised, backtracks)
-        if bool(accepted.all()):
-            return Step(z=z_next, fz=fz_next, state=state)
-        # where no step length decreased ||F|| enough, the Newton direction is no descent
-        # direction worth taking (a Jacobian far from the local behaviour of f, as at a
-        # normalization layer's zero input); those samples take the plain step z <- f(z)
-        # instead, and the loop evaluates f at the new points (the evaluation kept in reserve)
-        z_next = torch.where(accepted.unsqueeze(1), z_next, fz)
-        return Step(z=z_next, fz=None, state=state)
+        with autocast_off(z.device):
+            # the slope of ||F||^2 along the direction, halved: r^2 - ||F||^2 (GMRES' residual
+            # is orthogonal to J_F times its search space, which holds the direction)
+            slope = solution.residual.square() - norm.square()
+        backtracks = max(min(self.max_backtracks, f.remaining - 1), 0)
+        z_next, fz_next, moved = _line_search(f, z, fz, direction, norm, slope, backtracks)
+        state = NewtonState(
+            norm=norm, eta=eta, stuck=~moved, corrections=self._kept(state, direction, moved)
+        )
+        return Step(z=z_next, fz=fz_next, state=state)
+
+    def _solve(
+        self,
+        f: EvaluationBudget,
+        operator: LinearOperator,
+        b: torch.Tensor,
+        eta: torch.Tensor,
+        corrections: torch.Tensor | None,
+    ) -> KrylovResult:
+        """GMRES on J_F d = b to relative residual eta: a first cycle that searches the earlier
+        corrections, then restarted cycles while some sample misses eta and the budget (one
+        evaluation kept for the trial point) allows."""
+        room = f.remaining - 1
+        searched = 0 if corrections is None else corrections.shape[1]
+        solution = gmres(
+            operator, b, max_iter=min(searched + self.k, room), rtol=eta, augment=corrections
+        )
+        used, cycles = solution.products, 1
+        with autocast_off(b.device):
+            target = eta * b.detach().norm(dim=1).double()
+        while cycles < self.cycles and room - used >= 2:
+            if not bool((solution.residual > target).any()):
+                break
+            restarted = gmres(
+                operator, b, max_iter=min(self.k, room - used - 1), rtol=eta, x0=solution.x
+            )
+            used, cycles = used + restarted.products, cycles + 1
+            if not bool((restarted.residual < solution.residual).any()):
+                break  # the cycle gained nothing: a further one would not either
+            better = restarted.residual < solution.residual
+            solution = KrylovResult(
+                x=torch.where(better.unsqueeze(1), restarted.x, solution.x),
+                residual=torch.where(better, restarted.residual, solution.residual),
+                products=used,
+            )
+        return KrylovResult(x=solution.x, residual=solution.residual, products=used)
+
+    def _kept(
+        self, state: NewtonState, direction: torch.Tensor, moved: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The corrections the next step searches first: this step's (zero where the sample
+        did not move), then the most recent earlier ones."""
+        if self.recycle == 0:
+            return None
+        latest = torch.where(moved.unsqueeze(1), direction.detach(), 0.0).unsqueeze(1)
+        if state.corrections is None:
+            return latest
+        return torch.cat([latest, state.corrections[:, : self.recycle - 1]], dim=1)
 
     def _forcing_term(self, norm: torch.Tensor, state: NewtonState) -> torch.Tensor:
         """Per sample, the relative residual to which this step's linear system is solved."""
@@ -116,6 +189,8 @@ class Newton(Solver):
         eta = GAMMA * ratio.pow(ORDER)
         floor = GAMMA * state.eta.pow(ORDER)
         eta = torch.where(floor > SAFEGUARD, torch.maximum(eta, floor), eta)
+        if state.stuck is not None:  # no decrease along the last direction: a better one
+            eta = torch.where(state.stuck, TIGHTEN * state.eta, eta)
         return eta.clamp(max=self.eta_max)
 
     def _residual_jacobian(
@@ -178,37 +253,42 @@ def _difference_product(f: EvaluationBudget, z: torch.Tensor, fz: torch.Tensor) 
 def _line_search(
     f: EvaluationBudget,
     z: torch.Tensor,
+    fz: torch.Tensor,
     direction: torch.Tensor,
     norm: torch.Tensor,
-    promised: torch.Tensor,
+    slope: torch.Tensor,
     backtracks: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The full step, then per-sample halvings until ||F|| decreases enough; the trial with the
-    smallest ||F|| of each sample, its image, and whether it decreased ||F|| enough."""
-    length = torch.ones_like(norm)
+    """Per sample: the full step, then steps shortened by safeguarded quadratic interpolation
+    of ||F||^2 until it decreases enough. Returns each sample's new point (its trial with the
+    smallest ||F||, or z where no trial decreased ||F||), its image, and whether it moved.
 
-    def trial(length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    `slope` is half the derivative of ||F(z + a d)||^2 at a = 0 (negative along a descent
+    direction)."""
+    value = norm.square()
+    length = torch.ones_like(norm)
+    descent = slope < 0
+    best_z, best_fz, best_norm = z, fz, norm
+    done = ~descent  # a sample without a descent direction tries nothing
+    for _ in range(backtracks + 1):
+        if bool(done.all()):
+            break
         z_trial = torch.addcmul(z, length.to(z.dtype).unsqueeze(1), direction)
         fz_trial = f(z_trial)
         with autocast_off(z.device):
             trial_norm = (fz_trial.detach() - z_trial.detach()).norm(dim=1).double()
-        return z_trial, fz_trial, trial_norm
-
-    def sufficient(trial_norm: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        return trial_norm <= (1 - ARMIJO * length * promised) * norm
-
-    best_z, best_fz, best_norm = trial(length)
-    accepted = sufficient(best_norm, length)
-    for _ in range(backtracks):
-        if bool(accepted.all()):
-            break
-        length = torch.where(accepted, length, length / 2)
-        z_trial, fz_trial, trial_norm = trial(length)
-        # NaN compares False: a non-finite trial never wins over a finite one, and a
-        # non-finite best (an overflowing full step) is replaced by any finite trial
-        better = ~accepted & ((trial_norm < best_norm) | ~(best_norm < math.inf))
+        # NaN compares False: a non-finite trial never wins
+        better = ~done & (trial_norm < best_norm)
         best_z = torch.where(better.unsqueeze(1), z_trial, best_z)
         best_fz = torch.where(better.unsqueeze(1), fz_trial, best_fz)
         best_norm = torch.where(better, trial_norm, best_norm)
-        accepted = accepted | sufficient(trial_norm, length)
-    return best_z, best_fz, accepted
+        trial_value = trial_norm.square()
+        done = done | (trial_value <= value + 2 * ARMIJO * length * slope)
+        # the minimizer of the quadratic with value and slope at 0 and the trial's value
+        curvature = trial_value - value - 2 * slope * length
+        shrunk = -slope * length.square() / torch.where(curvature > 0, curvature, 1.0)
+        shrunk = torch.where((curvature > 0) & (trial_value < math.inf), shrunk, 0.0)
+        length = torch.where(
+            done, length, shrunk.clamp(min=SHRINK_MIN * length, max=SHRINK_MAX * length)
+        )
+    return best_z, best_fz, best_norm < norm
