@@ -31,11 +31,12 @@ class PeacemanRachford(SplittingSolver):
 
     Args:
         alpha: step size, > 0; any value converges, the speed depends on it. None (the
-            default) takes 1 / sqrt(m L) (L = ||I - W||_2), which minimizes the contraction
-            bound max((1 - alpha m) / (1 + alpha m), (alpha L - 1) / (alpha L + 1)) of the
-            reflected resolvent, so the step follows the map as training changes W. It is a
-            bound: on small margins a step a few times smaller can be faster, but a fixed
-            alpha = 1 falls behind several times over as L grows.
+            default) takes 1 / sqrt(m L) (L = ||I - W||_2), which minimizes
+            max((1 - alpha m) / (1 + alpha m), (alpha L - 1) / (alpha L + 1)); that is the
+            contraction factor of the reflected resolvent only for a symmetric W (the skew
+            part B - B^T of a monotone cell makes the true factor larger), so it is a
+            heuristic that follows the map as training changes W. A fixed alpha = 1 falls
+            behind several times over as L grows.
     """
 
     alpha: float | None = None
