@@ -156,8 +156,8 @@ class Implicit(Backward):
     ) -> torch.Tensor:
         z = z_star.detach().requires_grad_()
         fz = f(z)
-        if not fz.requires_grad:  # nothing upstream needs a gradient
-            return fz
+        if not _reaches_beyond(fz, z):  # nothing upstream needs a gradient: no adjoint
+            return fz.detach()
         settings = self.settings_for(forward)
         splitting = getattr(f, "splitting", None)
 
@@ -189,6 +189,27 @@ class Implicit(Backward):
         out = fz.view_as(fz)
         out.register_hook(adjoint)
         return out
+
+
+def _reaches_beyond(out: torch.Tensor, z: torch.Tensor) -> bool:
+    """Whether a gradient of `out` would reach anything but the leaf `z`: a tensor that
+    requires grad (a parameter, an input closed over). A depth-first walk of the graph that
+    stops at the first such tensor, which in a cell with parameters is a few nodes away."""
+    if out.grad_fn is None:
+        return out.requires_grad and out is not z
+    stack, seen = [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # the node that accumulates into a leaf
+        if variable is not None:
+            if variable is not z:
+                return True
+            continue
+        stack.extend(parent for parent, _ in node.next_functions)
+    return False
 
 
 class Phantom(Backward):

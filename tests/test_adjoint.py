@@ -103,3 +103,20 @@ def test_default_adjoint_passes_gradcheck_when_it_converges():
     deq = eq.DEQ(cell, "anderson", tol=1e-13, stop_mode="abs", max_iter=300, backward=backward)
     x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(deq, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_no_adjoint_solve_runs_when_nothing_upstream_needs_a_gradient():
+    sol = eq.solve(lambda z: 0.5 * torch.cos(z), torch.zeros(4, 1), backward="implicit")
+    assert not sol.z.requires_grad  # as for any result of tensors that need no gradient
+    assert sol.backward is None and sol.backward_nfe is None
+    # a closure over a tensor that needs a gradient still gets its adjoint solve
+    a = torch.tensor([0.5], requires_grad=True)
+    sol = eq.solve(lambda z: a * torch.cos(z), torch.zeros(4, 1), backward="implicit")
+    sol.z.sum().backward()
+    assert sol.backward is not None and sol.backward_nfe > 0 and a.grad is not None
+    # an input that needs a gradient, reached only through a non-leaf
+    x = torch.randn(4, 1, requires_grad=True)
+    encoded = 2 * x
+    sol = eq.solve(lambda z: 0.5 * torch.cos(z) + encoded, torch.zeros(4, 1), backward="implicit")
+    sol.z.sum().backward()
+    assert sol.backward_nfe > 0 and x.grad is not None
