@@ -1,4 +1,5 @@
-"""Command line: `python -m benchmarks [PART ...] [--quick] [--out DIR] [--device cpu|cuda]`.
+"""Command line: `python -m benchmarks [PART ...] [--quick] [--out DIR] [--device cpu|cuda]
+[--seeds N] [--cases NAME,...]`.
 
 Runs the named parts (all registered parts when none is named) and writes `report.md`,
 `report.json` and the plots under `--out`; `--docs PATH` also writes the README's performance
@@ -28,6 +29,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="where to run")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        help="how many seeds (from --seed on) parts that train over seeds use (default: theirs)",
+    )
+    parser.add_argument(
+        "--cases",
+        type=lambda text: tuple(name for name in text.split(",") if name),
+        default=(),
+        metavar="NAME[,NAME...]",
+        help="run only these cases of parts that have named cases (parity: its cells)",
+    )
     parser.add_argument(
         "--wall-clock",
         action="store_true",
@@ -59,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             seed=args.seed,
             wall_clock=args.wall_clock,
+            cases=args.cases,
+            seeds=args.seeds,
         )
         selected = select(args.parts)
     except ValueError as error:

@@ -27,6 +27,10 @@ class BenchConfig:
         seed: seed of every random weight, input and upstream gradient.
         wall_clock: time with wall-clock time even where thread CPU time is used by default
             (CPU with one thread).
+        cases: run only these named cases of a part that has them (the parity part's cells);
+            empty: all of them.
+        seeds: how many seeds (from `seed` on) a part that trains over several seeds uses;
+            None: the part's own number.
     """
 
     device: str = "cpu"
@@ -35,10 +39,15 @@ class BenchConfig:
     out: Path = Path("results/bench")
     seed: int = 0
     wall_clock: bool = False
+    cases: tuple[str, ...] = ()
+    seeds: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("device", self.device, DEVICES)
         check_positive_int("threads", self.threads)
+        if self.seeds is not None:
+            check_positive_int("seeds", self.seeds)
+        object.__setattr__(self, "cases", tuple(self.cases))
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError(
                 f"device='cuda' was asked for but torch {torch.__version__} sees no CUDA device; "
@@ -67,3 +76,17 @@ class BenchConfig:
     def pick(self, quick: object, full: object) -> object:
         """`quick` under the quick preset, else `full`."""
         return quick if self.quick else full
+
+    def pick_cases(self, names: list[str]) -> list[str]:
+        """The names among `names` that `cases` asks for (all when it is empty); a ValueError
+        for a name the part does not have."""
+        unknown = sorted(set(self.cases) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(names)}"
+            )
+        return [name for name in names if not self.cases or name in self.cases]
+
+    def seed_list(self, default: int) -> list[int]:
+        """`seeds` (or `default`) consecutive seeds from `seed` on."""
+        return [self.seed + i for i in range(self.seeds or default)]

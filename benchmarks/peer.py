@@ -96,3 +96,27 @@ def forward(
     """
     outputs, info = deq(f, z0, solver_kwargs=dict(solver_kwargs), backward_writer=backward_writer)
     return outputs[-1], info
+
+
+# `get_deq()` with nothing set, read from TorchDEQ 0.1.0's source: the sliced core, fixed-point
+# iteration forward, at most 40 evaluations (40 at test time too), stopping when the largest
+# absolute residual is below 1e-3, and the one-step ("phantom", tau 1) gradient instead of the
+# implicit one: the output is f(z*) with autograd through that one call.
+DEFAULTS = {
+    "f_max_iter": 40,
+    "f_tol": 1e-3,
+    "f_stop_mode": "abs",
+    "eval_f_max_iter": 40,
+}
+
+
+def default_deq() -> torch.nn.Module:
+    """TorchDEQ's DEQ with every setting at its default, checked against `DEFAULTS`."""
+    from torchdeq import get_deq
+    from torchdeq.solver import fixed_point_iter
+
+    deq = get_deq()
+    wrong = {k: getattr(deq, k) for k, v in DEFAULTS.items() if getattr(deq, k) != v}
+    if wrong or deq.f_solver is not fixed_point_iter or deq.args.get("ift", False):
+        raise RuntimeError(f"TorchDEQ's defaults are not the ones this comparison expects: {wrong}")
+    return deq

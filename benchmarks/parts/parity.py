@@ -9,17 +9,31 @@ test-time settings; each uses its own implicit backward: `eq.Implicit(max_iter=.
 default adjoint solver, and TorchDEQ's `ift=True` with Anderson for the adjoint, as
 `benchmarks.peer.make_deq` sets it up.
 
-Evaluations are counted the same way for both (`benchmarks.problems.CountingCell`): forward NFE
+The same run trains three more recipes from the same start on the same batches:
+- "equilibria reversible": `eq.DEQ(cell, tol=..., max_iter=..., backward=eq.Reversible(...))`,
+  whose forward is its own coupled iteration (one evaluation for f(z_0), then two per step) and
+  whose gradient is the exact gradient of that iteration, rebuilt backwards; its cap is set per
+  cell to at most half the forward evaluations of the implicit recipe;
+- "equilibria defaults": `eq.DEQ(cell)` with every setting at its default;
+- "torchdeq defaults": TorchDEQ's `get_deq()` with every setting at its default (fixed-point
+  iteration, 40 evaluations, absolute tolerance 1e-3, one-step gradient: `benchmarks.peer`).
+
+Evaluations are counted the same way for all (`benchmarks.problems.CountingCell`): forward NFE
 are cell calls made without autograd (the forward solve), backward NFE are gradients flowing into
-a cell output (one per vector-Jacobian product of the adjoint solve) less the final pass through
-f(z*). Training time is thread CPU time.
+a cell output (one per vector-Jacobian product) less the final pass through f(z*) of the
+recipes that make one (implicit, one-step); the backward cost is every cell call with autograd
+plus every vector-Jacobian product of a training step (the reversible backward's rebuild
+evaluates the cell twice per step and pulls two products through it). Training time is thread
+CPU time.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
@@ -32,6 +46,7 @@ import equilibria as eq
 from equilibria.data.text import TextData
 from equilibria.models import MDEQCell
 from equilibria.models.blocks import branch_sizes
+from equilibria.reversible import ReconstructionWarning
 
 from .. import peer
 from ..config import BenchConfig
@@ -44,9 +59,23 @@ from ..timing import CLOCKS
 
 TIME_TARGET = 0.75  # equilibria's training time at most this multiple of TorchDEQ's
 TIME_GOAL = 0.6
+# the reversible recipe: at most this fraction of the implicit recipe's forward evaluations, and
+# training time at most REVERSIBLE_TIME x TorchDEQ's (implicit recipe)
+REVERSIBLE_NFE = 0.5
+REVERSIBLE_TIME = 0.6
 
-
-LIBRARIES = ("equilibria", "torchdeq")
+REFERENCE = ("equilibria", "torchdeq")  # the matched implicit recipes
+REVERSIBLE = "equilibria reversible"
+DEFAULTS = ("equilibria defaults", "torchdeq defaults")
+LIBRARIES = (*REFERENCE, REVERSIBLE, *DEFAULTS)
+# the row each recipe's training time is divided by
+TIME_REFERENCE = {
+    "equilibria": "torchdeq",
+    REVERSIBLE: "torchdeq",
+    "equilibria defaults": "torchdeq defaults",
+}
+# recipes whose backward passes once through f(z*) with autograd before any adjoint work
+FINAL_PASS = ("equilibria", "torchdeq", *DEFAULTS)
 LN2 = math.log(2)
 
 
@@ -144,6 +173,9 @@ class Task:
     epochs: int
     batch: int = 32
     lr: float = 2e-3
+    # the reversible recipe's evaluation cap (1 + 2 per step) and kept-state interval
+    reversible_max_iter: int = 10
+    reversible_checkpoint_every: int | str = "auto"
 
 
 @dataclass
@@ -255,6 +287,7 @@ def transformer_task(epochs: int, train_windows: int) -> Task:
         lambda seed: text(seed, train_windows=train_windows),
         epochs,
         lr=1e-3,
+        reversible_max_iter=5,  # the implicit recipe converges in about 11 evaluations here
     )
 
 
@@ -293,6 +326,8 @@ class SolveCaps:
     tol: float = 1e-3
     max_iter: int = 20
     backward_max_iter: int = 20
+    reversible_max_iter: int = 10  # the reversible recipe's cap (set per task by `run_task`)
+    reversible_checkpoint_every: int | str = "auto"
 
 
 @dataclass
@@ -303,6 +338,8 @@ class RunResult:
     backward_nfe: float
     train_residual: float  # mean relative residual of the training solves in the last epoch
     test_converged: float  # fraction of test samples whose solve reached the tolerance
+    backward_cost: float = math.nan  # cell calls with autograd + VJPs, mean per training step
+    rebuild_warnings: int = 0  # ReconstructionWarnings of the reversible backward in training
 
 
 Solve = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
@@ -346,9 +383,58 @@ def torchdeq_solve(model: EquilibriumModel, counter: CountingCell, caps: SolveCa
     return solve
 
 
+def reversible_solve(model: EquilibriumModel, counter: CountingCell, caps: SolveCaps) -> Solve:
+    """equilibria's reversible DEQ: its own forward iteration, exact gradient of it."""
+    deq = eq.DEQ(
+        counter,
+        tol=caps.tol,
+        max_iter=caps.reversible_max_iter,
+        backward=eq.Reversible(checkpoint_every=caps.reversible_checkpoint_every),
+        on_failure="ignore",
+    )
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z = deq(x, model.zeros(x))
+        return z, deq.stats.rel_residual
+
+    return solve
+
+
+def equilibria_default_solve(
+    model: EquilibriumModel, counter: CountingCell, caps: SolveCaps
+) -> Solve:
+    """`eq.DEQ(cell)`: every setting at its default (`caps` is not used)."""
+    deq = eq.DEQ(counter)
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z = deq(x, model.zeros(x))
+        return z, deq.stats.rel_residual
+
+    return solve
+
+
+def torchdeq_default_solve(
+    model: EquilibriumModel, counter: CountingCell, caps: SolveCaps
+) -> Solve:
+    """TorchDEQ's `get_deq()`: every setting at its default (`caps` is not used)."""
+    deq = peer.default_deq()
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z, info = peer.forward(deq, lambda z: counter(z, x), model.zeros(x), {})
+        return z, info["rel_lowest"]
+
+    return solve
+
+
 SOLVES = {
     "equilibria": equilibria_solve,
     "torchdeq": torchdeq_solve,
+    REVERSIBLE: reversible_solve,
+    "equilibria defaults": equilibria_default_solve,
+    "torchdeq defaults": torchdeq_default_solve,
     # ablations of the adjoint's solver, for the spectrum part
     "equilibria, Anderson adjoint": partial(equilibria_solve, adjoint=eq.Anderson()),
     "equilibria, adjoint damping 0.5": partial(equilibria_solve, adjoint=eq.Picard(damping=0.5)),
@@ -376,7 +462,25 @@ def train_once(
     """Train `model` (already initialized) with `library`'s DEQ and evaluate it.
 
     `after_epoch(model, residuals)` runs after each epoch (outside the timed steps) with the
-    epoch's training-solve residuals."""
+    epoch's training-solve residuals. Warnings raised meanwhile are recorded, not shown (the
+    default recipes warn on every solve that misses its tolerance); the reversible backward's
+    `ReconstructionWarning`s are counted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _train_once(task, library, model, data, seed, caps, after_epoch)
+    result.rebuild_warnings = sum(issubclass(w.category, ReconstructionWarning) for w in caught)
+    return result
+
+
+def _train_once(
+    task: Task,
+    library: str,
+    model: EquilibriumModel,
+    data: Data,
+    seed: int,
+    caps: SolveCaps,
+    after_epoch: Callable[[EquilibriumModel, list[float]], None] | None,
+) -> RunResult:
     counter = CountingCell(model.cell)
     solve = SOLVES[library](model, counter, caps)
     optimizer = torch.optim.Adam(model.parameters(), lr=task.lr)
@@ -401,16 +505,19 @@ def train_once(
         if after_epoch is not None:
             after_epoch(model, residuals)
     solve_calls, backward_passes = counter.solve_calls, counter.backward_passes
+    graph_calls = counter.forward_calls - solve_calls  # cell calls with autograd
     metric, converged = evaluate(task, model, solve, data, caps)
     trained = steps > 0  # zero epochs evaluate the initial model
+    final_pass = 1 if library in FINAL_PASS else 0
     return RunResult(
         metric=metric,
         train_seconds=seconds,
         forward_nfe=solve_calls / steps if trained else 0.0,
-        # less the final pass through f(z*) of each step
-        backward_nfe=backward_passes / steps - 1 if trained else 0.0,
+        # less the final pass through f(z*) of each step, where the recipe makes one
+        backward_nfe=backward_passes / steps - final_pass if trained else 0.0,
         train_residual=statistics.fmean(residuals) if trained else math.nan,
         test_converged=converged,
+        backward_cost=(graph_calls + backward_passes) / steps if trained else 0.0,
     )
 
 
@@ -418,7 +525,8 @@ def train_once(
 def evaluate(
     task: Task, model: EquilibriumModel, solve: Solve, data: Data, caps: SolveCaps
 ) -> tuple[float, float]:
-    """The test metric and the fraction of test solves below the tolerance."""
+    """The test metric and the fraction of test solves whose relative residual is below the
+    tolerance of `caps` (the same yardstick for every recipe, whatever its own stopping rule)."""
     model.eval()
     scores, reached = [], []
     for start in range(0, len(data.test_y), 256):
@@ -433,14 +541,24 @@ def evaluate(
     return float(torch.cat(scores).mean()), float(torch.cat(reached).mean())
 
 
-def run_task(task: Task, seeds: list[int], caps: SolveCaps) -> dict[str, list[RunResult]]:
-    """Every seed trained by both libraries from the same weights, interleaved."""
-    results: dict[str, list[RunResult]] = {library: [] for library in LIBRARIES}
+def run_task(
+    task: Task,
+    seeds: list[int],
+    caps: SolveCaps,
+    libraries: tuple[str, ...] = LIBRARIES,
+) -> dict[str, list[RunResult]]:
+    """Every seed trained by every recipe in `libraries` from the same weights, interleaved."""
+    caps = dataclasses.replace(
+        caps,
+        reversible_max_iter=task.reversible_max_iter,
+        reversible_checkpoint_every=task.reversible_checkpoint_every,
+    )
+    results: dict[str, list[RunResult]] = {library: [] for library in libraries}
     for seed in seeds:
         data = task.data(seed)
         torch.manual_seed(seed)
         initial = task.build()
-        for library in LIBRARIES:
+        for library in libraries:
             torch.manual_seed(seed)  # the same draws for anything random during training
             model = copy.deepcopy(initial)
             results[library].append(train_once(task, library, model, data, seed, caps))
@@ -513,24 +631,41 @@ def run_part(config: BenchConfig) -> Section:
     if config.device != "cpu":
         raise ValueError("the parity benchmark runs on the CPU only (thread CPU time)")
     caps = SolveCaps()
-    seeds = [config.seed + i for i in range(2 if config.quick else 3)]
+    seeds = config.seed_list(2 if config.quick else 3)
+    every = tasks(config.quick)
+    chosen = config.pick_cases([task.name for task in every])
     section = Section("parity", "Training parity with TorchDEQ 0.1.0 on users' cells")
     section.summary = (
         "Each cell is trained by both libraries from the same initial weights on the same "
         "batches, with the same forward solver (Anderson), tolerance, caps and test-time "
         "settings; equilibria uses its default implicit backward `eq.Implicit(max_iter=...)`, "
-        "TorchDEQ its implicit backward (`ift=True`) with Anderson on the adjoint. Metric: test "
-        "accuracy (higher is better) or validation bits per character (lower is better), mean "
-        "+- standard error over seeds. Time: thread CPU time of training (1 thread), mean over "
-        "seeds; the ratio is the mean of per-seed ratios. NFE per training step: forward = cell "
-        "calls of the forward solve, backward = vector-Jacobian products of the adjoint solve. "
-        "Residual: mean relative residual of the training solves in the last epoch; converged: "
-        "fraction of test solves below the tolerance."
+        "TorchDEQ its implicit backward (`ift=True`) with Anderson on the adjoint. The same run "
+        "trains, from the same start on the same batches, equilibria's reversible DEQ "
+        "(`backward=eq.Reversible()`, b 0.5: its own forward iteration, two evaluations per "
+        "step, with the same tolerance and a cap of at most half the implicit recipe's "
+        "evaluations; exact gradient of that iteration) and each library with every setting "
+        "at its default (`eq.DEQ(cell)`: Anderson, rel tol 1e-4, cap 50, implicit backward; "
+        "TorchDEQ's `get_deq()`: fixed-point iteration, abs tol 1e-3, cap 40, one-step "
+        "gradient). Metric: test accuracy (higher is better) or validation bits per character "
+        "(lower is better), mean +- standard error over seeds. Time: thread CPU time of "
+        "training (1 thread), mean over seeds; the ratio is the mean of per-seed ratios to "
+        "TorchDEQ's row of the same kind (equilibria's defaults to TorchDEQ's defaults, every "
+        "other row to TorchDEQ's implicit recipe). NFE per training step: forward = cell calls "
+        "of the forward solve, backward = vector-Jacobian products of the backward (less the "
+        "final pass through f(z*) of the recipes that make one); backward cost = every cell "
+        "call with autograd plus every vector-Jacobian product of a step. Residual: mean "
+        "relative residual of the training solves in the last epoch; converged: fraction of "
+        f"test solves whose relative residual is below {caps.tol:g}, for every row (is the "
+        "output an equilibrium?)."
     )
     section.settings = {
         "seeds": ", ".join(map(str, seeds)),
+        "cells": ", ".join(chosen),
         "forward": f"anderson, rel tol {caps.tol:g}, cap {caps.max_iter}",
         "backward": f"implicit, cap {caps.backward_max_iter}, tol {caps.tol:g}",
+        "reversible": "b 0.5, rel tol "
+        f"{caps.tol:g}, cap per cell: "
+        + ", ".join(f"{t.name} {t.reversible_max_iter}" for t in every if t.name in chosen),
         "optimizer": "Adam, batch 32",
     }
     table = Table(
@@ -545,23 +680,33 @@ def run_part(config: BenchConfig) -> Section:
             Column("time_ratio", "time / TorchDEQ", ".2f"),
             Column("forward_nfe", "fwd NFE", ".1f"),
             Column("backward_nfe", "bwd NFE", ".1f"),
+            Column("backward_cost", "bwd cost", ".1f"),
             Column("residual", "train residual", ".3g"),
             Column("converged", "test converged", ".2f"),
         ],
     )
     section.tables.append(table)
-    for task in tasks(config.quick):
+    everything: dict[str, tuple[Task, dict[str, list[RunResult]]]] = {}
+    for task in every:
+        if task.name not in chosen:
+            continue
         results = run_task(task, seeds, caps)
+        everything[task.name] = (task, results)
         add_rows(table, task, results)
         section.checks.extend(checks(task, results))
+        warned = sum(r.rebuild_warnings for r in results[REVERSIBLE])
         section.notes.append(
-            f"{task.name}: {task.description}; {task.epochs} epoch(s), lr {task.lr:g}"
+            f"{task.name}: {task.description}; {task.epochs} epoch(s), lr {task.lr:g}; "
+            f"reversible cap {task.reversible_max_iter}, kept state every "
+            f"{task.reversible_checkpoint_every} step(s), {warned} rebuild warning(s)"
         )
+    section.checks.extend(reversible_accuracy_checks(everything))
     return section
 
 
-def _time_ratio(results: dict[str, list[RunResult]]) -> float:
-    ours, theirs = (results[library] for library in LIBRARIES)
+def _time_ratio(results: dict[str, list[RunResult]], library: str = "equilibria") -> float:
+    """The mean per-seed ratio of `library`'s training time to its TorchDEQ reference's."""
+    ours, theirs = results[library], results[TIME_REFERENCE[library]]
     return statistics.fmean(
         a.train_seconds / b.train_seconds for a, b in zip(ours, theirs, strict=True)
     )
@@ -570,7 +715,7 @@ def _time_ratio(results: dict[str, list[RunResult]]) -> float:
 def add_rows(table: Table, task: Task, results: dict[str, list[RunResult]]) -> None:
     digits = 1 if task.metric == "accuracy" else 3
     scale = 100 if task.metric == "accuracy" else 1
-    for library in LIBRARIES:
+    for library in (name for name in LIBRARIES if name in results):
         runs = results[library]
         mean, error = mean_and_error([r.metric * scale for r in runs])
         table.add(
@@ -580,34 +725,121 @@ def add_rows(table: Table, task: Task, results: dict[str, list[RunResult]]) -> N
             score=f"{mean:.{digits}f} +- {error:.{digits}f}",
             per_seed=", ".join(f"{r.metric * scale:.{digits}f}" for r in runs),
             seconds=statistics.fmean(r.train_seconds for r in runs),
-            time_ratio=_time_ratio(results) if library == "equilibria" else 1.0,
+            time_ratio=_time_ratio(results, library) if library in TIME_REFERENCE else 1.0,
             forward_nfe=statistics.fmean(r.forward_nfe for r in runs),
             backward_nfe=statistics.fmean(r.backward_nfe for r in runs),
+            backward_cost=statistics.fmean(r.backward_cost for r in runs),
             residual=statistics.fmean(r.train_residual for r in runs),
             converged=statistics.fmean(r.test_converged for r in runs),
         )
 
 
-def checks(task: Task, results: dict[str, list[RunResult]]) -> list[Check]:
-    """The metric at least the peer's within one standard error, and the time targets."""
-    ours, error_ours = mean_and_error([r.metric for r in results["equilibria"]])
-    theirs, error_theirs = mean_and_error([r.metric for r in results["torchdeq"]])
+def compare(
+    task: Task, results: dict[str, list[RunResult]], ours: str, theirs: str
+) -> tuple[bool, str]:
+    """Whether `ours`'s mean metric is at least as good as `theirs`'s within one standard error
+    of the difference, and the numbers that say so."""
+    mean_ours, error_ours = mean_and_error([r.metric for r in results[ours]])
+    mean_theirs, error_theirs = mean_and_error([r.metric for r in results[theirs]])
     error = math.hypot(error_ours, error_theirs)
-    higher_better = task.metric == "accuracy"
-    gap = ours - theirs if higher_better else theirs - ours
-    claim = "accuracy at least" if higher_better else f"{task.metric} at most"
+    gap = mean_ours - mean_theirs if task.metric == "accuracy" else mean_theirs - mean_ours
+    text = f"{mean_ours:.4g} vs {mean_theirs:.4g} (s.e. of the difference {error:.2g})"
+    return gap >= -error, text
+
+
+def _claim(task: Task) -> str:
+    return "accuracy at least" if task.metric == "accuracy" else f"{task.metric} at most"
+
+
+def checks(task: Task, results: dict[str, list[RunResult]]) -> list[Check]:
+    """The metric at least the peer's within one standard error, and the time targets; with the
+    reversible and default recipes in `results`, their targets too."""
+    claim = _claim(task)
+    passed, text = compare(task, results, "equilibria", "torchdeq")
     ratio = _time_ratio(results)
-    return [
-        Check(
-            f"{task.name}: mean {claim} TorchDEQ's (within one standard error)",
-            f"{ours:.4g} vs {theirs:.4g} (s.e. of the difference {error:.2g})",
-            gap >= -error,
-        ),
+    found = [
+        Check(f"{task.name}: mean {claim} TorchDEQ's (within one standard error)", text, passed),
         Check(
             f"{task.name}: training time at most {TIME_TARGET:g}x TorchDEQ's (goal {TIME_GOAL:g}x)",
             f"{ratio:.2f}x",
             ratio <= TIME_TARGET,
         ),
+    ]
+    if REVERSIBLE in results:
+        found.extend(reversible_checks(task, results))
+    if all(library in results for library in DEFAULTS):
+        passed, text = compare(task, results, *DEFAULTS)
+        ratio = _time_ratio(results, DEFAULTS[0])
+        found += [
+            Check(
+                f"{task.name}, defaults: equilibria's mean {claim} TorchDEQ's (within one "
+                "standard error)",
+                text,
+                passed,
+            ),
+            Check(
+                f"{task.name}, defaults: equilibria's training time at most TorchDEQ's",
+                f"{ratio:.2f}x",
+                ratio <= 1.0,
+            ),
+        ]
+    return found
+
+
+def reversible_checks(task: Task, results: dict[str, list[RunResult]]) -> list[Check]:
+    """Per cell: at most half the implicit recipe's forward evaluations, time at most
+    `REVERSIBLE_TIME` x TorchDEQ's, and on the MDEQ cell a metric at least TorchDEQ's."""
+    nfe = statistics.fmean(r.forward_nfe for r in results[REVERSIBLE])
+    implicit = statistics.fmean(r.forward_nfe for r in results["equilibria"])
+    ratio = _time_ratio(results, REVERSIBLE)
+    found = [
+        Check(
+            f"{task.name}, reversible: forward NFE at most {REVERSIBLE_NFE:g}x the implicit "
+            "recipe's",
+            f"{nfe:.1f} vs {implicit:.1f}",
+            nfe <= REVERSIBLE_NFE * implicit,
+        ),
+        Check(
+            f"{task.name}, reversible: training time at most {REVERSIBLE_TIME:g}x TorchDEQ's",
+            f"{ratio:.2f}x",
+            ratio <= REVERSIBLE_TIME,
+        ),
+    ]
+    if task.name == "mdeq":
+        passed, text = compare(task, results, REVERSIBLE, "torchdeq")
+        found.append(
+            Check(
+                f"{task.name}, reversible: mean {_claim(task)} TorchDEQ's (within one standard "
+                "error)",
+                text,
+                passed,
+            )
+        )
+    return found
+
+
+def reversible_accuracy_checks(
+    everything: dict[str, tuple[Task, dict[str, list[RunResult]]]],
+) -> list[Check]:
+    """The reversible recipe's metric no worse than the implicit recipe's (within one standard
+    error) on all but at most one of the cells run (4 of 5 when all five run)."""
+    verdicts = {
+        name: compare(task, results, REVERSIBLE, "equilibria")[0]
+        for name, (task, results) in everything.items()
+        if REVERSIBLE in results
+    }
+    if not verdicts:
+        return []
+    needed = max(1, len(verdicts) - 1)
+    met = sum(verdicts.values())
+    worse = [name for name, passed in verdicts.items() if not passed]
+    return [
+        Check(
+            f"reversible: metric no worse than the implicit recipe's (within one standard "
+            f"error) on at least {needed} of {len(verdicts)} cells",
+            f"{met} of {len(verdicts)}" + (f" (worse: {', '.join(worse)})" if worse else ""),
+            met >= needed,
+        )
     ]
 
 
