@@ -15,10 +15,16 @@ memory kept does not grow with the number of steps.
 Each sample stops stepping once its residual ||f(z_n) - z_n|| meets the tolerance (or it
 diverges), so each sample has its own step count; the backward replays exactly those steps.
 
-Rounding: the inverse multiplies errors by at least 1 / |1 - b| per step (more on the modes the
-forward damps fastest), so a rebuilt state loses digits as the steps add up. States are kept
-every `checkpoint_every` steps, and the rebuild restarts from each kept state; the rebuild
-measures its own error against them (and against z_0) and warns when it is large.
+Rounding: the inverse multiplies errors by at least 1 / |1 - b| per step, and an error in a
+state reaches the next undone step through f, whose Lipschitz constant can be large (an
+untrained cell with normalization at states near zero): in the cell's float32 a rebuilt state
+can lose every digit within two steps. So by default the states y, z are kept in float64 while
+f is evaluated, in its own dtype, at the states rounded to it. The rebuild repeats the float64
+arithmetic backwards; its error (about 1e-16 times 1 / |1 - b| per step) almost never changes
+the rounded point f is evaluated at, so f's outputs in the rebuild are the forward's, bit for
+bit, and the error does not pass through f. States are kept every `checkpoint_every` steps, and
+the rebuild restarts from each kept state; it measures its own error against them (and against
+z_0) and warns when it is large.
 
 Unlike the other strategies, this one owns the forward solve (the configured solver is not used)
 and its gradient reaches the tensors f closes over (module parameters, the injected input) as
@@ -56,6 +62,8 @@ from .state import State, StateLayout, check_finite
 
 # a rebuilt state farther than this (relative, per sample) from the kept one warns
 RECONSTRUCTION_WARNING = 1e-3
+# expected entries per kept-state interval whose rebuilt value rounds differently for f
+MOVED_ENTRIES = 0.1
 # a sample "makes progress" when its best residual drops by at least this fraction
 PROGRESS_FRACTION = 1e-3
 
@@ -75,17 +83,46 @@ def check_relaxation(b: Any) -> float:
     return float(b)
 
 
-def auto_interval(b: float, dtype: torch.dtype) -> int:
-    """Steps between kept states such that rounding, amplified by up to 1 / (1 - b)^2 per
-    undone step (the modes the forward damps fastest), stays below sqrt(eps) of `dtype`: the
-    rebuild keeps at least half of the digits.
+PRECISIONS = ("float64", "native")
 
-    Measured in float32 on a tanh and a conv cell, the rebuild's error grows 2.2-3.5-fold per
-    step at b = 0.5 or 1.5 and 8-10-fold at b = 0.8 or 1.2 (1 / |1 - b| to 1 / (1 - b)^2);
-    this keeps a state every 5 steps at b = 0.5 in float32 and every 13 in float64.
+
+def check_precision(precision: Any) -> str:
+    """`precision` if it names a state precision, else a one-line ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Reversible precision must be 'float64' or 'native', got {precision!r}")
+    return precision
+
+
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The double-precision dtype of `dtype`'s kind: float64, or complex128 for complex."""
+    return torch.complex128 if dtype.is_complex else torch.float64
+
+
+def auto_interval(
+    b: float, dtype: torch.dtype, state_dtype: torch.dtype | None = None, elements: int = 1
+) -> int:
+    """Steps between kept states, for a cell computing in `dtype`, states kept in
+    `state_dtype` (default: `dtype`) and `elements` entries in a state (the whole batch).
+
+    Native states: rounding, amplified by up to 1 / (1 - b)^2 per undone step (the modes the
+    forward damps fastest; measured 2.2-3.5-fold at b = 0.5 or 1.5 and 8-10-fold at 0.8 or 1.2
+    on a tanh and a conv cell), stays below sqrt(eps) of `dtype`: every 5 steps at b = 0.5 in
+    float32, 13 in float64.
+
+    Wider states: while f's outputs are the forward's bit for bit, the rebuild's error grows by
+    exactly g = 1 / |1 - b| per undone step, from eps(state). Each entry moves the rounded point
+    f sees with a chance of about its error over eps(cell), and one that moves passes through
+    f like a native rounding error. So the interval keeps the expected number of such entries
+    over an interval, 2 `elements` (eps(state) / eps(cell)) g^k g / (g - 1), below 0.1: for
+    float64 states of a float32 cell with 10^5 entries, every 7 steps at b = 0.5, 3 at 0.8.
     """
-    growth = 2 * math.log(1 / abs(1 - b))
-    return max(1, int(0.5 * math.log(1 / torch.finfo(dtype).eps) / growth))
+    growth = 1 / abs(1 - b)
+    state_dtype = state_dtype or dtype
+    if state_dtype == dtype:
+        return max(1, int(0.5 * math.log(1 / torch.finfo(dtype).eps) / (2 * math.log(growth))))
+    ratio = torch.finfo(dtype).eps / torch.finfo(state_dtype).eps
+    budget = MOVED_ENTRIES * ratio * (growth - 1) / (2 * growth * max(1, elements))
+    return max(1, int(math.log(max(1.0, budget)) / math.log(growth)))
 
 
 class Reversible(Backward):
@@ -101,18 +138,32 @@ class Reversible(Backward):
     `checkpoint_every` steps, which bounds the amplification: memory is two states per kept
     step, so it is flat in the number of steps only with `checkpoint_every=None`.
 
+    With `precision="float64"` (the default) the states of a cell computing in float32, bfloat16
+    or float16 are kept in float64 and f sees them rounded to its dtype, so the rebuild
+    evaluates f at the forward's points exactly (see the module docstring); the output and the
+    gradients are in the cell's dtype. `"native"` keeps the states in the cell's dtype.
+
     Args:
         b: the relaxation, in (0, 2), not 1. The default 0.5 loses the fewest digits per decade
             of residual among the values measured (0.5, 0.8, 1.2, 1.5); b > 1 can be faster
             but diverges on some cells.
-        checkpoint_every: steps between kept states: "auto" (from b and the state's dtype, see
+        checkpoint_every: steps between kept states: "auto" (from b and the dtypes, see
             `auto_interval`), an integer, or None (keep only the first and last states).
+        precision: "float64" (states in double precision whatever the cell's dtype) or
+            "native" (states in the cell's dtype: half the bytes per kept state, but a float32
+            rebuild can lose every digit on a cell with a large Lipschitz constant).
     """
 
     name: ClassVar[str] = "reversible"
     owns_forward: ClassVar[bool] = True
 
-    def __init__(self, b: float = 0.5, *, checkpoint_every: int | str | None = "auto") -> None:
+    def __init__(
+        self,
+        b: float = 0.5,
+        *,
+        checkpoint_every: int | str | None = "auto",
+        precision: str = "float64",
+    ) -> None:
         self.b = check_relaxation(b)
         if checkpoint_every is not None and checkpoint_every != "auto":
             if isinstance(checkpoint_every, str):
@@ -122,11 +173,17 @@ class Reversible(Backward):
                 )
             check_positive_int("Reversible checkpoint_every", checkpoint_every)
         self.checkpoint_every = checkpoint_every
+        self.precision = check_precision(precision)
 
-    def interval(self, dtype: torch.dtype) -> int | None:
-        """Steps between kept states for states of `dtype` ("auto": see `auto_interval`)."""
+    def state_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the iteration keeps its states in, for a cell computing in `dtype`."""
+        return wide_dtype(dtype) if self.precision == "float64" else dtype
+
+    def interval(self, dtype: torch.dtype, elements: int = 1) -> int | None:
+        """Steps between kept states for a cell computing in `dtype` on states of `elements`
+        entries ("auto": see `auto_interval`)."""
         if self.checkpoint_every == "auto":
-            return auto_interval(self.b, dtype)
+            return auto_interval(self.b, dtype, self.state_dtype(dtype), elements)
         return self.checkpoint_every  # type: ignore[return-value]
 
     def attach(
@@ -164,27 +221,29 @@ class Reversible(Backward):
         layout = StateLayout.of(z0, "z0")
         check_finite(z0, "z0")
         start = layout.flatten(z0)
+        dtype, state_dtype = start.dtype, self.state_dtype(start.dtype)
         grad = torch.is_grad_enabled()
         watch = _Watch()
         with torch.no_grad():
             forward = _iterate(
                 self.b,
-                _checked_flat_map(f, layout, what, "the reversible forward"),
-                start.detach(),
+                _in_dtype(_checked_flat_map(f, layout, what, "the reversible forward"), dtype),
+                start.detach().to(state_dtype),
                 settings,
                 watch,
-                keep_every=self.interval(start.dtype) if grad else None,
+                keep_every=self.interval(dtype, start.numel()) if grad else None,
                 describe_nonfinite=lambda flat: (
                     f"the output of {what} holds " + layout.locate_nonfinite(flat)
                 ),
             )
-        solution = forward.solution(settings, layout)
+        solution = forward.solution(settings, layout, dtype)
         report_failure(solution, settings.on_failure, what)
         if not grad:
             return solution, solution.z
         rebuild = through or _checked_flat_map(f, layout, what, "the reversible backward")
         run = _Run(
             b=self.b,
+            dtype=dtype,
             f=rebuild,
             steps=forward.steps,
             checkpoints=forward.checkpoints,
@@ -218,22 +277,26 @@ class _Forward:
     rel_trace: list[torch.Tensor]
     status: Status
 
-    def solution(self, settings: SolveSettings, layout: StateLayout) -> Solution:
+    def solution(
+        self, settings: SolveSettings, layout: StateLayout, dtype: torch.dtype
+    ) -> Solution:
+        """The solve's report, its tensors in the cell's `dtype`."""
         abs_res, rel_res = self.abs_trace[-1], self.rel_trace[-1]
         residual = rel_res if settings.stop_mode == "rel" else abs_res
+        real = torch.empty((), dtype=dtype).real.dtype
         return Solution(
-            z=layout.unflatten(self.z),
+            z=layout.unflatten(self.z.to(dtype)),
             nfe=self.nfe,
             converged=residual <= settings.tol,
-            abs_residual=abs_res,
-            rel_residual=rel_res,
-            abs_trace=torch.stack(self.abs_trace),
-            rel_trace=torch.stack(self.rel_trace),
+            abs_residual=abs_res.to(real),
+            rel_residual=rel_res.to(real),
+            abs_trace=torch.stack(self.abs_trace).to(real),
+            rel_trace=torch.stack(self.rel_trace).to(real),
             status=self.status,
             tol=settings.tol,
             stop_mode=settings.stop_mode,
             solver=Reversible.name,
-            fz=layout.unflatten(self.fz),
+            fz=layout.unflatten(self.fz.to(dtype)),
         )
 
 
@@ -309,6 +372,15 @@ def _iterate(
         abs_trace.append(abs_res)
         rel_trace.append(rel_res)
     return _Forward(y, z, fz, steps, checkpoints, nfe, abs_trace, rel_trace, status)
+
+
+def _in_dtype(f: FlatMap, dtype: torch.dtype) -> FlatMap:
+    """f evaluated at its argument rounded to `dtype`, its output in the argument's dtype."""
+
+    def rounded_f(state: torch.Tensor) -> torch.Tensor:
+        return f(state.to(dtype)).to(state.dtype)
+
+    return rounded_f
 
 
 def _checked_flat_map(
@@ -394,6 +466,7 @@ class _Run:
     """What the backward needs besides the saved tensors."""
 
     b: float
+    dtype: torch.dtype  # the cell's: f is evaluated at the states rounded to it
     f: FlatMap
     steps: torch.Tensor
     checkpoints: dict[int, tuple[torch.Tensor, torch.Tensor]]
@@ -418,6 +491,8 @@ class _ReversibleGradient(torch.autograd.Function):
         run.checkpoints = {}  # held by autograd from here on
         ctx.save_for_backward(start, y_last, z_last, *kept)
         ctx.closed = len(closed)
+        if z_last.dtype != run.dtype:
+            return z_last.to(run.dtype)
         return z_last.view_as(z_last)
 
     @staticmethod
@@ -431,10 +506,11 @@ class _ReversibleGradient(torch.autograd.Function):
         start, y_last, z_last, *kept = ctx.saved_tensors
         pairs = zip(kept[::2], kept[1::2], strict=True)
         kept_states = dict(zip(run.checkpoint_steps, pairs, strict=True))
+        state_start = start.detach().to(y_last.dtype)
         grad_start, grad_closed = _backpropagate(
-            run, start.detach(), y_last, z_last, kept_states, grad
+            run, state_start, y_last, z_last, kept_states, grad
         )
-        return (None, grad_start, None, None, *grad_closed)
+        return (None, grad_start.to(start.dtype), None, None, *grad_closed)
 
 
 def _relative_error(rebuilt: torch.Tensor, kept: torch.Tensor, scale: torch.Tensor) -> float:
@@ -459,15 +535,16 @@ def _backpropagate(
     """
     b, device, closed = run.b, start.device, run.closed
     total = int(run.steps.max()) if run.steps.numel() else 0
-    grad_y = torch.zeros_like(grad)
-    grad_z = grad.to(z.dtype)
+    grad_z = grad.to(z.dtype)  # the adjoints accumulate in the states' dtype
+    grad_y = torch.zeros_like(grad_z)
     grad_closed: list[torch.Tensor | None] = [None] * len(closed)
     nfe, worst = 0, 0.0
     y, z = y.detach(), z.detach()
     scale = torch.maximum(y.norm(dim=1), z.norm(dim=1))
 
     def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        leaf = point.detach().requires_grad_()
+        # at the point rounded to the cell's dtype, as the forward evaluated it
+        leaf = point.detach().to(run.dtype).requires_grad_()
         with torch.enable_grad(), run.autocast():
             out = run.f(leaf)
         if out.shape != point.shape:
@@ -493,13 +570,13 @@ def _backpropagate(
             # z_{n+1} = (1 - b) z_n + b f(y_{n+1}): rebuild z_n, pull grad_z through f(y_{n+1})
             y_leaf, fy = evaluate(y)
             with autocast_off(device):
-                z_prev = torch.where(active, (z - b * fy.detach()) / (1 - b), z)
+                z_prev = torch.where(active, (z - b * fy.detach().to(z.dtype)) / (1 - b), z)
                 weight = torch.where(active, b * grad_z, 0.0)
             grad_y = grad_y + pull(fy, y_leaf, weight)
             # y_{n+1} = (1 - b) y_n + b f(z_n): rebuild y_n, pull grad_y through f(z_n)
             z_leaf, fz = evaluate(z_prev)
             with autocast_off(device):
-                y_prev = torch.where(active, (y - b * fz.detach()) / (1 - b), y)
+                y_prev = torch.where(active, (y - b * fz.detach().to(y.dtype)) / (1 - b), y)
                 weight = torch.where(active, b * grad_y, 0.0)
             vjp_z = pull(fz, z_leaf, weight)
             with autocast_off(device):

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import equilibria as eq
-from equilibria.config import Config
+from equilibria.config import Config, ConfigError
 from equilibria.errors import NonFiniteError, StateMismatchError, UnsupportedError
+from equilibria.models import MDEQCell, build_model
 from equilibria.reversible import ReconstructionWarning, Reversible, auto_interval
 from equilibria.stability.dropout import masks_held
 from equilibria.stability.normalization import parametrizations_cached
@@ -163,7 +164,7 @@ def test_rebuilt_steps_see_the_forward_dropout_masks_and_normalized_weights():
     assert_close(got, torch.autograd.grad(ref.sum(), params))
 
 
-def saved_bytes(max_iter, checkpoint_every):
+def saved_bytes(max_iter, checkpoint_every, precision="float64"):
     torch.manual_seed(3)
     cell = eq.cells.TanhCell(16)
     x = torch.randn(4, 16, requires_grad=True)
@@ -178,7 +179,7 @@ def saved_bytes(max_iter, checkpoint_every):
         sol = eq.solve(
             lambda z: cell(z, x),
             torch.zeros(4, 16),
-            backward=Reversible(0.5, checkpoint_every=checkpoint_every),
+            backward=Reversible(0.5, checkpoint_every=checkpoint_every, precision=precision),
             tol=0.0,
             max_iter=max_iter,
             patience=None,
@@ -188,15 +189,27 @@ def saved_bytes(max_iter, checkpoint_every):
     return total
 
 
-def test_saved_memory_is_flat_in_the_number_of_steps():
-    assert saved_bytes(11, None) == saved_bytes(201, None)
-    # kept states: two per interval, nothing else grows
-    state = 4 * 16 * 4
-    interval = auto_interval(0.5, torch.float32)
-    assert saved_bytes(201, "auto") - saved_bytes(11, None) == 2 * state * (99 // interval)
+@pytest.mark.parametrize(("precision", "state_dtype"), [("float64", F64), ("native", None)])
+def test_saved_memory_is_flat_in_the_number_of_steps(precision, state_dtype):
+    assert saved_bytes(11, None, precision) == saved_bytes(201, None, precision)
+    # kept states: two per interval, in the states' dtype; nothing else grows
+    state = 4 * 16 * (state_dtype or torch.float32).itemsize
+    interval = auto_interval(0.5, torch.float32, state_dtype, elements=4 * 16)
+    grown = saved_bytes(201, "auto", precision) - saved_bytes(11, None, precision)
+    assert grown == 2 * state * (99 // interval)
 
 
-def float32_gradient_error(checkpoint_every):
+def test_the_automatic_interval_follows_the_dtypes_and_the_state_size():
+    assert [auto_interval(b, torch.float32) for b in (0.5, 0.8, 1.2, 1.5)] == [5, 2, 2, 5]
+    wide = [auto_interval(b, torch.float32, F64, 10**5) for b in (0.5, 0.8, 1.2, 1.5)]
+    assert wide == [7, 3, 3, 7]
+    assert auto_interval(0.5, torch.float32, F64, 10**3) == 13
+    assert auto_interval(0.5, torch.bfloat16, F64, 10**5) == 23
+    assert auto_interval(0.5, torch.float32, F64, 10**9) == 1
+    assert Reversible().interval(F64, 10**5) == auto_interval(0.5, F64) == 13
+
+
+def float32_gradient_error(checkpoint_every, precision="float64"):
     torch.manual_seed(4)
     cell = eq.cells.TanhCell(32)
     x64 = torch.randn(8, 32, dtype=F64)
@@ -207,7 +220,7 @@ def float32_gradient_error(checkpoint_every):
         sol = eq.solve(
             lambda z, m=model, x=x: m(z, x),
             torch.zeros(8, 32, dtype=dtype),
-            backward=Reversible(0.5, checkpoint_every=checkpoint_every),
+            backward=Reversible(0.5, checkpoint_every=checkpoint_every, precision=precision),
             tol=0.0,
             max_iter=81,
             patience=None,
@@ -221,12 +234,79 @@ def float32_gradient_error(checkpoint_every):
     return float((grads[0] - grads[1]).norm() / grads[1].norm())
 
 
-def test_float32_rebuild_is_accurate_with_kept_states_and_warns_without():
+@pytest.mark.parametrize("precision", ["float64", "native"])
+def test_float32_rebuild_is_accurate_with_kept_states_and_warns_without(precision):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReconstructionWarning)
-        assert float32_gradient_error("auto") < 1e-4
+        assert float32_gradient_error("auto", precision) < 1e-4
     with pytest.warns(ReconstructionWarning, match="checkpoint_every"):
-        float32_gradient_error(None)
+        float32_gradient_error(None, precision)
+
+
+def mdeq_gradient_error(precision, steps=10):
+    """The float32 gradient of an untrained MDEQ cell (GroupNorm at states near zero: a large
+    Lipschitz constant) after `steps` steps, relative to the float64 one."""
+    torch.manual_seed(0)
+    cell = MDEQCell((8, 8), groups=4)
+    x64 = torch.randn(2, 8, 8, 8, dtype=F64)
+    grads = []
+    for dtype in (torch.float32, F64):
+        model = cell.to(dtype)
+        x = x64.to(dtype)
+        z0 = (torch.zeros(2, 8, 8, 8, dtype=dtype), torch.zeros(2, 8, 4, 4, dtype=dtype))
+        exact = Reversible(0.5, checkpoint_every=1)
+        sol = eq.solve(
+            lambda z, m=model, x=x: m(z, x),
+            z0,
+            backward=Reversible(0.5, precision=precision) if dtype != F64 else exact,
+            tol=0.0,
+            max_iter=2 * steps + 1,
+            patience=None,
+            on_failure="ignore",
+        )
+        assert sol.z[0].dtype == sol.abs_trace.dtype == dtype
+        weights = [torch.linspace(-1, 1, t.numel(), dtype=dtype).view_as(t) for t in sol.z]
+        loss = sum((t * w).sum() for t, w in zip(sol.z, weights, strict=True))
+        params = list(model.parameters())
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]).double())
+    return float((grads[0] - grads[1]).norm() / grads[1].norm())
+
+
+def test_float32_mdeq_cell_gradient_is_exact_with_float64_states():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReconstructionWarning)
+        assert mdeq_gradient_error("float64") < 1e-5
+    # states in float32: a rebuilt state's rounding passes through f and every digit is lost
+    with pytest.warns(ReconstructionWarning):
+        assert mdeq_gradient_error("native") > 1e-2
+
+
+def test_float64_states_give_the_gradient_of_the_float32_cell_at_each_point():
+    torch.manual_seed(8)
+    cell = eq.cells.TanhCell(8)
+    x = torch.randn(3, 8, requires_grad=True)
+    start = torch.randn(3, 8, requires_grad=True)
+    sol = eq.solve(
+        lambda z: cell(z, x),
+        start,
+        backward=Reversible(0.8),
+        tol=0.0,
+        max_iter=21,
+        patience=None,
+        on_failure="ignore",
+    )
+    assert sol.z.dtype == sol.fz.dtype == sol.rel_residual.dtype == torch.float32
+    params = [start, x, *cell.parameters()]
+    got = torch.autograd.grad(sol.z.sum(), params)
+    assert all(g.dtype == torch.float32 for g in got)
+
+    def f(z):  # the cell at the float64 state rounded to float32
+        return cell(z.float(), x).double()
+
+    ref = unrolled(f, start.double(), 0.8, 0.0, 21)
+    assert torch.equal(sol.z, ref.float())
+    want = torch.autograd.grad(ref.float().sum(), params)
+    assert_close(got, want, atol=1e-6)
 
 
 class Float32Cell(nn.Module):
@@ -277,6 +357,11 @@ def test_without_grad_the_same_iteration_runs_and_reports_like_every_solve():
 def test_bad_relaxation_is_one_clear_line(b):
     with pytest.raises(ValueError, match=r"^Reversible b must lie in \(0, 2\) and differ from 1"):
         Reversible(b)
+
+
+def test_bad_precision_is_one_clear_line():
+    with pytest.raises(ValueError, match="^Reversible precision must be 'float64' or 'native'"):
+        Reversible(precision="float32")
 
 
 def test_bad_checkpoint_interval_is_one_clear_line():
@@ -343,3 +428,18 @@ def test_the_name_works_wherever_a_backward_is_named():
     assert Config().override(["deq.backward=reversible"]).deq.backward == "reversible"
     deq = eq.DEQ(eq.cells.TanhCell(4), backward="reversible")
     assert "Reversible(b=0.5" in repr(deq)
+
+
+def test_the_config_keys_build_the_reversible_backward_and_are_refused_with_another():
+    config = Config().override(
+        ["deq.backward=reversible", "deq.reversible_b=0.8", "deq.reversible_checkpoint=4"]
+    )
+    backward = build_model(config, (1, 8, 8), 10).deq.backward
+    assert isinstance(backward, Reversible)
+    assert (backward.b, backward.checkpoint_every, backward.precision) == (0.8, 4, "float64")
+    with pytest.raises(
+        ConfigError, match=r"^deq.reversible_b=0.8 only applies with deq.backward=reversible"
+    ):
+        Config().override(["deq.backward=implicit", "deq.reversible_b=0.8"])
+    with pytest.raises(ConfigError, match=r"^deq.reversible_b=1.0 must lie in \(0, 2\)"):
+        Config().override(["deq.backward=reversible", "deq.reversible_b=1"])

@@ -126,6 +126,7 @@ def with_task_defaults(section: AnySection, task: str) -> AnySection:
 SETTINGS_OF_BACKWARD = {
     "implicit": ("backward_solver", "backward_tol", "backward_max_iter"),
     "phantom": ("phantom_steps", "phantom_tau"),
+    "reversible": ("reversible_b", "reversible_checkpoint", "reversible_precision"),
 }
 
 
@@ -166,6 +167,19 @@ class DEQConfig(Section):
     )
     phantom_steps: int = option(5, "phantom only: damped unrolled steps", minimum=1)
     phantom_tau: float = option(0.6, "phantom only: damping", above=0.0, maximum=1.0)
+    reversible_b: float = option(
+        0.5, "reversible only: relaxation b, in (0, 2) and not 1", above=0.0, maximum=2.0
+    )
+    reversible_checkpoint: int | None = option(
+        None,
+        "reversible only: steps between kept states (none: automatic, from b and the dtypes)",
+        minimum=1,
+    )
+    reversible_precision: str = option(
+        "float64",
+        "reversible only: dtype of the iteration's states: float64, or native (the cell's)",
+        choices=("float64", "native"),
+    )
     pretrain_steps: int = option(0, "training steps of unrolled pretraining first", minimum=0)
     pretrain_depth: int = option(6, "cell applications in unrolled pretraining", minimum=1)
     jacobian_gamma: float | None = option(
@@ -215,6 +229,11 @@ class DEQConfig(Section):
         return resolved
 
     def check(self) -> None:
+        if self.reversible_b in (1.0, 2.0):
+            raise ConfigError(
+                f"deq.reversible_b={self.reversible_b} must lie in (0, 2) and differ from 1 "
+                "(at 1 a step cannot be undone)"
+            )
         if self.reuse and self.init != "zeros":
             raise ConfigError(
                 f"deq.reuse=true and deq.init={self.init} both choose where training solves "

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..backward import Implicit, Phantom, make_backward
 from ..errors import ConfigError
+from ..reversible import Reversible
 from ..stability import JacobianPenalty, Pretrain
 from .mdeq import MDEQ
 from .monotone import MonotoneNet
@@ -29,6 +30,12 @@ def deq_options(config: Config) -> dict:
         )
     elif deq.backward == "phantom":
         backward = Phantom(steps=deq.phantom_steps, tau=deq.phantom_tau)
+    elif deq.backward == "reversible":
+        backward = Reversible(
+            deq.reversible_b,
+            checkpoint_every=deq.reversible_checkpoint or "auto",
+            precision=deq.reversible_precision,
+        )
     else:
         backward = make_backward(deq.backward)
     options = dict(
