@@ -9,6 +9,7 @@ import torch
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
+from .safeguard import NOISE_ULPS, check_growth, guarded_step
 
 MIN_REG = 1e-12  # keeps the small system positive definite with reg=0
 
@@ -22,6 +23,9 @@ class AndersonState:
     g_prev: torch.Tensor | None = None  # the previous residual, in float64
     stored: int = 0  # number of filled history slots
     next_slot: int = 0
+    # (batch, 1) per-sample factor on beta once the safeguard has shortened a step; None before
+    scale: torch.Tensor | None = None
+    best: torch.Tensor | None = None  # (batch, 1) least residual norm seen, for the safeguard
 
 
 @dataclass(frozen=True)
@@ -35,16 +39,29 @@ class Anderson(Solver):
     when the history is singular (repeated or zero residual differences). Residual differences
     at round-off level (no longer than the rounding of f's output) are left out of the mix.
 
+    Safeguard: f is evaluated at each proposed point (the evaluation the next step needs
+    anyway); where the residual exceeds `max_growth` times the least one seen, the step is
+    retried shorter (see `equilibria.solvers.safeguard`), that sample's history restarts and
+    its beta is scaled by the fraction of the step taken, for the rest of the solve. A first
+    step z + g that overshoots (a residual large against the scale of z) recovers, as SciPy's
+    choice of alpha from the first step does, and so does an iteration drifting away from a
+    root; on DEQ cells no step grows that much and the safeguard costs nothing.
+
     Args:
         m: history length (number of past steps mixed).
         beta: mixing (damping) in (0, 1].
         reg: relative Tikhonov regularization (at least 1e-12, so that the small system stays
             positive definite); None picks 1e-10 for float64 and 1e-5 for float32.
+        max_growth: a step's residual may exceed the least one seen by at most this factor
+            before the step is shortened; None turns the safeguard off.
+        max_retries: shortened trials per step (each one evaluation of f).
     """
 
     m: int = 5
     beta: float = 1.0
     reg: float | None = None
+    max_growth: float | None = 3.0
+    max_retries: int = 20
     name: ClassVar[str] = "anderson"
 
     def __post_init__(self) -> None:
@@ -52,6 +69,8 @@ class Anderson(Solver):
         check_fraction("Anderson beta", self.beta)
         if self.reg is not None:
             check_nonnegative("Anderson reg", self.reg)
+        check_growth("Anderson max_growth", self.max_growth)
+        check_positive_int("Anderson max_retries", self.max_retries, minimum=0)
 
     def _reg(self, dtype: torch.dtype) -> float:
         if self.reg is not None:
@@ -76,11 +95,11 @@ class Anderson(Solver):
     ) -> Step:
         # the plain (damped) step x = z + beta g; the history keeps differences of x, so that
         # z + beta g - (dz + beta dg) gamma = x - dx gamma is one product with one buffer
-        x = torch.add(z, g, alpha=self.beta)
+        x = self._plain_step(z, g, state.scale)
+        if state.x_prev is None:  # first step: nothing to mix yet
+            return self._guard(f, z, fz, g, x, replace(state, x_prev=x, g_prev=g.double()))
         with autocast_off(z.device):
             g64 = g.double()
-            if state.x_prev is None:  # first step: nothing to mix yet
-                return Step(z=x, fz=None, state=replace(state, x_prev=x, g_prev=g64))
             slot = state.next_slot
             dx = write_slot(state.dx, 1, slot, x - state.x_prev)
             # the residual differences are kept and multiplied in float64: with nearly
@@ -101,9 +120,49 @@ class Anderson(Solver):
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
         state = AndersonState(
-            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g64, stored=n, next_slot=(slot + 1) % self.m
+            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g64, stored=n,
+            next_slot=(slot + 1) % self.m, scale=state.scale, best=state.best,
+        )  # fmt: skip
+        return self._guard(f, z, fz, g, z_next, state)
+
+    def _plain_step(self, z: torch.Tensor, g: torch.Tensor, scale: torch.Tensor | None):
+        """z + beta g, with beta scaled per sample once the safeguard has shortened a step."""
+        if scale is None:
+            return torch.add(z, g, alpha=self.beta)
+        return z + (self.beta * scale) * g
+
+    def _guard(
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        z_next: torch.Tensor,
+        state: AndersonState,
+    ) -> Step:
+        """The step to z_next through the safeguard; where it was shortened, that sample's
+        beta shrinks by the fraction taken and its history restarts from z."""
+        if self.max_growth is None or f.remaining < 1:  # off, or no evaluation left to judge
+            return Step(z=z_next, fz=None, state=state)
+        start = g.norm(dim=1, keepdim=True)
+        best = start if state.best is None else torch.minimum(start, state.best)
+        state.best = best
+        bound = torch.maximum(self.max_growth * best, NOISE_ULPS * output_rounding(fz))
+        guarded = guarded_step(f, z, z_next, start, bound, self.max_retries)
+        if not guarded.retried:
+            return Step(z=guarded.z, fz=guarded.fz, state=state)
+        scale = guarded.fraction if state.scale is None else state.scale * guarded.fraction
+        restart = guarded.shortened
+        rows = restart.unsqueeze(2)
+        state = replace(
+            state,
+            dx=torch.where(rows, 0.0, state.dx),
+            dg=torch.where(rows, 0.0, state.dg),
+            gram=torch.where(rows, 0.0, state.gram),
+            x_prev=torch.where(restart, self._plain_step(z, g, scale), state.x_prev),
+            scale=scale,
         )
-        return Step(z=z_next, fz=None, state=state)
+        return Step(z=guarded.z, fz=guarded.fz, state=state)
 
     def _mixing_weights(
         self, gram: torch.Tensor, rhs: torch.Tensor, dtype: torch.dtype, noise: torch.Tensor

@@ -9,40 +9,50 @@ import torch
 
 from ..errors import check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
+from .safeguard import NOISE_ULPS, check_growth, guarded_step
 
 
 @dataclass
 class BroydenState:
-    # inverse-Jacobian estimate H = -I + sum_i u_i v_i^T over the stored slots
+    # inverse-Jacobian estimate H = -scale I + sum_i u_i v_i^T over the stored slots
     u: torch.Tensor  # (batch, memory, features)
     v: torch.Tensor  # (batch, memory, features)
     z_prev: torch.Tensor | None = None
     g_prev: torch.Tensor | None = None
     hg_prev: torch.Tensor | None = None  # H g_prev with the H that took the previous step
     stored: int = 0
+    # (batch, 1) per-sample scale of the initial guess once the safeguard shortened a step
+    scale: torch.Tensor | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """H x."""
-        return _low_rank_minus_identity(self.u, self.v, self.stored, x)
+        return _low_rank_minus_identity(self.u, self.v, self.stored, x, self.scale)
 
     def apply_transposed(self, x: torch.Tensor) -> torch.Tensor:
         """H^T x."""
-        return _low_rank_minus_identity(self.v, self.u, self.stored, x)
+        return _low_rank_minus_identity(self.v, self.u, self.stored, x, self.scale)
+
+    def minus_initial(self, x: torch.Tensor) -> torch.Tensor:
+        """-H0 x: x, or scale x once the safeguard has scaled the initial guess."""
+        return x if self.scale is None else self.scale * x
 
 
 def _low_rank_minus_identity(
-    left: torch.Tensor, right: torch.Tensor, n: int, x: torch.Tensor
+    left: torch.Tensor, right: torch.Tensor, n: int, x: torch.Tensor, scale: torch.Tensor | None
 ) -> torch.Tensor:
-    """(-I + sum_i left_i right_i^T) x over the first `n` slots, per sample.
+    """-scale x + sum_i left_i (right_i^T x) over the first `n` slots, per sample (scale None:
+    1).
 
     Written with x as a row vector, (x^T right^T) left: batched vector-matrix products are
     several times faster than matrix-vector ones on CPU, and the sum is one fused baddbmm.
     """
     if n == 0:
-        return -x
+        return -x if scale is None else -scale * x
     row = x.unsqueeze(1)
     coeff = torch.bmm(row, right[:, :n].transpose(1, 2))
-    return torch.baddbmm(row, coeff, left[:, :n], beta=-1).squeeze(1)
+    if scale is None:
+        return torch.baddbmm(row, coeff, left[:, :n], beta=-1).squeeze(1)
+    return torch.baddbmm((-scale * x).unsqueeze(1), coeff, left[:, :n]).squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -54,21 +64,35 @@ class Broyden(Solver):
     leave an inconsistent estimate that diverges), so memory stays at 2 x memory state copies
     however many iterations run.
 
+    Safeguard: f is evaluated at the first proposed point z + g (the evaluation the next step
+    needs anyway); where its residual is over `max_growth` times the initial one, the step is
+    retried shorter (see `equilibria.solvers.safeguard`) and that sample's initial guess
+    becomes -t I, t the fraction of the step taken, the role of SciPy's alpha. Later steps are
+    not judged (without `line_search`): Broyden's residual often climbs for a few steps on the
+    way to a DEQ cell's fixed point.
+
     Args:
         memory: number of rank-1 updates kept.
-        line_search: backtrack (halving the step, per sample) when a full step would increase
-            the residual; each trial costs one evaluation of f.
-        max_backtracks: trials after the full step when `line_search` is on.
+        line_search: every step must decrease the residual; a step that does not is retried
+            shorter, per sample (each trial one evaluation of f).
+        max_backtracks: shorter trials per step when `line_search` is on.
+        max_growth: the first step may multiply the residual by at most this much before it is
+            shortened; None turns that safeguard off.
+        max_retries: shorter trials for the first step (with or without `line_search`).
     """
 
     memory: int = 30
     line_search: bool = False
     max_backtracks: int = 3
+    max_growth: float | None = 3.0
+    max_retries: int = 20
     name: ClassVar[str] = "broyden"
 
     def __post_init__(self) -> None:
         check_positive_int("Broyden memory", self.memory)
         check_positive_int("Broyden max_backtracks", self.max_backtracks, minimum=0)
+        check_growth("Broyden max_growth", self.max_growth)
+        check_positive_int("Broyden max_retries", self.max_retries, minimum=0)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> BroydenState:
         batch, features = z.shape
@@ -92,10 +116,37 @@ class Broyden(Solver):
                 state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g, fz)
         state.z_prev, state.g_prev, state.hg_prev = z, g, hg
         direction = -hg
-        if not self.line_search or f.remaining < 2:
-            return Step(z=z + direction, fz=None, state=state)
-        z_next, fz_next = _backtrack(f, z, g, direction, min(self.max_backtracks, f.remaining - 1))
-        return Step(z=z_next, fz=fz_next, state=state)
+        if state.stored == 0:  # the first step: H is still the initial guess -scale I
+            growth = 1.0 if self.line_search else self.max_growth
+            if growth is not None:
+                return self._guard(f, z, fz, g, z + direction, state, growth, self.max_retries)
+        if self.line_search:  # every step must decrease the residual
+            return self._guard(f, z, fz, g, z + direction, state, 1.0, self.max_backtracks)
+        return Step(z=z + direction, fz=None, state=state)
+
+    def _guard(
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        z_next: torch.Tensor,
+        state: BroydenState,
+        growth: float,
+        retries: int,
+    ) -> Step:
+        """The step to z_next, shortened where the residual exceeds `growth` times the one at z
+        (see `equilibria.solvers.safeguard`). A step shortened while H is still the initial
+        guess scales that guess by the fraction taken, as a first step sets SciPy's alpha."""
+        if f.remaining < 1:  # no evaluation left to judge the step with
+            return Step(z=z_next, fz=None, state=state)
+        start = g.norm(dim=1, keepdim=True)
+        bound = torch.maximum(growth * start, NOISE_ULPS * output_rounding(fz))
+        guarded = guarded_step(f, z, z_next, start, bound, retries)
+        if guarded.retried and state.stored == 0:
+            scale = guarded.fraction if state.scale is None else state.scale * guarded.fraction
+            state.scale, state.hg_prev = scale, -scale * g
+        return Step(z=guarded.z, fz=guarded.fz, state=state)
 
     def _update(
         self,
@@ -117,8 +168,12 @@ class Broyden(Solver):
         update of noise amplified without bound.
         """
         slot = state.stored % self.memory
-        if slot == 0 and state.stored:  # restart: H = -I
-            v, h_dg, hg = -dz, -dg, -g
+        if slot == 0 and state.stored:  # restart: H = -scale I
+            v, h_dg, hg = (
+                -state.minus_initial(dz),
+                -state.minus_initial(dg),
+                -state.minus_initial(g),
+            )
         else:
             hg = state.apply(g)
             v, h_dg = state.apply_transposed(dz), hg - state.hg_prev
@@ -134,26 +189,6 @@ class Broyden(Solver):
             u=write_slot(state.u, 1, slot, u),
             v=write_slot(state.v, 1, slot, v),
             stored=slot + 1,
+            scale=state.scale,
         )
         return updated, hg + u * (v * g).sum(dim=1, keepdim=True)
-
-
-def _backtrack(
-    f: EvaluationBudget, z: torch.Tensor, g: torch.Tensor, direction: torch.Tensor, backtracks: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample halving of the step until the residual norm decreases (or trials run out)."""
-    norm0 = g.norm(dim=1, keepdim=True)
-    alpha = torch.ones_like(norm0)
-    accepted = torch.zeros_like(norm0, dtype=torch.bool)
-    z_best = z_trial = z + direction
-    fz_best = f(z_trial)
-    for _ in range(backtracks):
-        accepted = accepted | ((fz_best - z_best).norm(dim=1, keepdim=True) < norm0)
-        if bool(accepted.all()):
-            break
-        alpha = torch.where(accepted, alpha, alpha / 2)
-        z_trial = z + alpha * direction
-        fz_trial = f(z_trial)
-        z_best = torch.where(accepted, z_best, z_trial)
-        fz_best = torch.where(accepted, fz_best, fz_trial)
-    return z_best, fz_best
