@@ -11,6 +11,8 @@ from benchmarks.nonlinear_problems import (
     brown_almost_linear,
     broyden_banded,
     broyden_tridiagonal,
+    extended_powell_singular,
+    extended_rosenbrock,
     variably_dimensioned,
 )
 
@@ -39,6 +41,14 @@ def test_anderson_solves_the_problems_its_plain_steps_overshoot(name):
     solution, target = solve(PROBLEMS[name](), eq.Anderson())
     assert solution.status == eq.Status.CONVERGED, solution.message
     assert float(solution.abs_residual) <= target and solution.nfe <= 200
+
+
+@pytest.mark.parametrize("problem", [extended_rosenbrock, extended_powell_singular])
+def test_anderson_keeps_a_path_whose_residual_climbs_before_it_converges(problem):
+    """The safeguard bounds growth loosely: Anderson's residual climbs over 10-fold on the
+    extended Rosenbrock function on the way to its root, in 10 evaluations."""
+    solution, target = solve(problem(), eq.Anderson())
+    assert solution.status == eq.Status.CONVERGED and solution.nfe <= 40
 
 
 @pytest.mark.parametrize("name", ["Broyden banded", "variably dimensioned", "Brown almost-linear"])

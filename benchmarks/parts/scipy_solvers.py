@@ -4,12 +4,13 @@ Each problem of `benchmarks.nonlinear_problems` (Moré-Garbow-Hillstrom and MINP
 fixed-point problems, Bratu, non-contractive tanh maps) is solved from its standard start by
 eq.Newton(), eq.Anderson() and eq.Broyden() on z = f(z), and by SciPy's newton_krylov, anderson
 and broyden1 on G(x) = f(x) - x in NumPy float64, all at their defaults. Both are judged by one
-number: a solve succeeds when ||f(x) - x||_2 <= 1e-8 max(1, ||f(x0) - x0||_2) at the point it
-returns (SciPy: the best point it evaluated), within a cap of evaluations. An evaluation is one
-call of f or one Jacobian-vector product (counted by wrapping f, so SciPy's finite-difference
-products and line-search trials count as they do for the library). On the tanh maps, dense
-plain Newton (exact Jacobian by torch.func.jacrev, full steps) is the reference; its Jacobian
-counts as n evaluations.
+number: a solve succeeds when ||f(x) - x||_2 <= 1e-8 max(1, ||f(x0) - x0||_2) at
+the point it returns (SciPy: the best point it evaluated), within a cap of evaluations. An
+evaluation is one call of f or one Jacobian-vector product (counted by wrapping f, so SciPy's
+finite-difference products and line-search trials count as they do for the library, and so do
+the shorter trials of the library's step safeguard). On the tanh maps, dense plain Newton
+(exact Jacobian by torch.func.jacrev, full steps) is the reference; its Jacobian counts as n
+evaluations.
 """
 
 from __future__ import annotations
@@ -390,7 +391,10 @@ def run(config: BenchConfig) -> Section:
         "cap, or the exception SciPy raised (the SciPy rows' final ||F|| is then the best "
         "it evaluated).",
         "SciPy works on G(x) = f(x) - x, the residual the library drives to zero: its "
-        "quasi-Newton methods start from the Jacobian guess -I/alpha, the library's "
-        "Anderson and Broyden from -I, so both start from the same sign.",
+        "quasi-Newton methods start from the Jacobian guess -I/alpha (alpha from the first "
+        "step), the library's Anderson and Broyden from -I, so both start from the same sign; "
+        "where a step of the library's Anderson (any step) or Broyden (the first) takes the "
+        "residual past 30 (Anderson) or 3 (Broyden) times the least one seen, its safeguard "
+        "shortens the step and scales that guess by the fraction taken.",
     ]
     return section

@@ -60,7 +60,7 @@ class Anderson(Solver):
     m: int = 5
     beta: float = 1.0
     reg: float | None = None
-    max_growth: float | None = 3.0
+    max_growth: float | None = 30.0
     max_retries: int = 20
     name: ClassVar[str] = "anderson"
 
