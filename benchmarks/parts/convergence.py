@@ -7,7 +7,7 @@ smoothing, random 1-pixel shifts) and three seeds. Test solves run to the traini
 fraction of training solves below their tolerance is averaged over every training step. The
 MDEQs train with the default recipe (Anderson, cap 8, the one-step gradient and the Jacobian
 penalty); the monotone model (margin m = 1) with implicit gradients and Peaceman-Rachford both
-ways, at the step size 1 / sqrt(m L) that follows the trained operator (caps 100; each
+ways, at the default step size, which follows the trained operator (caps 100; each
 iteration counts two evaluations: the resolvent and the map), no penalty.
 """
 
