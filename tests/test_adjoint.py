@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import equilibria as eq
-from equilibria.backward import ADJOINT_DAMPING
+from equilibria.backward import ADJOINT_DAMPING, ADJOINT_SWITCH_RATIO
 from equilibria.cells import TanhCell
 
 
@@ -35,10 +35,13 @@ def adjoint_of(cell, backward, upstream, forward_cap=2):
     return deq.stats.backward.z, deq.stats.backward.nfe
 
 
-def filter_polynomial(s: torch.Tensor, steps: int, d: float) -> torch.Tensor:
-    """p_K(s) = q^K + (1 - q^K) / (1 - s), q = 1 - d (1 - s): K damped steps from y = g."""
+def filter_polynomial(s: torch.Tensor, steps: int, d: float, undamped: int = 0) -> torch.Tensor:
+    """The multiplier of `undamped` plain steps then `steps - undamped` damped ones from y = g
+    on an eigenvalue s: a partial Neumann sum, then q^n (m - 1 / (1 - s)) + 1 / (1 - s)."""
+    start = sum(s**k for k in range(undamped + 1))
     q = 1 - d * (1 - s)
-    return q**steps + (1 - q**steps) / (1 - s)
+    n = steps - undamped
+    return q**n * (start - 1 / (1 - s)) + 1 / (1 - s)
 
 
 def test_cut_short_default_adjoint_is_the_damped_neumann_filter():
@@ -50,10 +53,11 @@ def test_cut_short_default_adjoint_is_the_damped_neumann_filter():
     y, nfe = adjoint_of(cell, eq.Implicit(max_iter=cap), upstream)
     assert nfe == cap
     in_modes = (y @ cell.q) / (upstream @ cell.q)  # the multiplier on each eigenvector
-    expected = filter_polynomial(eigenvalues, cap - 1, ADJOINT_DAMPING)
+    # one undamped step, then (its residual shrank by less than the switch ratio) damped ones
+    expected = filter_polynomial(eigenvalues, cap - 1, ADJOINT_DAMPING, undamped=1)
     torch.testing.assert_close(in_modes[0], expected)
-    # bounded by 1 + d K on the slow mode, where the exact inverse gives 1 / (1 - 0.999) = 1000
-    assert in_modes[0, 0] <= 1 + ADJOINT_DAMPING * cap
+    # bounded by 2 + d K on the slow mode, where the exact inverse gives 1 / (1 - 0.999) = 1000
+    assert in_modes[0, 0] <= 2 + ADJOINT_DAMPING * cap
 
 
 def test_cut_short_default_adjoint_keeps_the_sign_of_an_unstable_mode():
@@ -69,8 +73,9 @@ def test_cut_short_default_adjoint_keeps_the_sign_of_an_unstable_mode():
     g_along, y_along, exact_along = (v.flatten() @ unstable for v in (upstream, y, exact))
     assert torch.sign(exact_along) == -torch.sign(g_along)  # the exact answer flips it
     assert torch.sign(y_along) == torch.sign(g_along)
-    # the growth of 19 damped steps, not the exact inverse's 1 / (1 - 1.05) = -20
-    expected = filter_polynomial(torch.tensor(1.05, dtype=torch.float64), 19, ADJOINT_DAMPING)
+    # the growth of one plain and 18 damped steps, not the exact inverse's 1 / (1 - 1.05) = -20
+    s = torch.tensor(1.05, dtype=torch.float64)
+    expected = filter_polynomial(s, 19, ADJOINT_DAMPING, undamped=1)
     torch.testing.assert_close(y_along / g_along, expected)
 
 
@@ -88,9 +93,12 @@ def test_default_adjoint_converges_to_the_exact_implicit_gradient():
 
 def test_default_adjoint_solver_and_its_options():
     assert eq.Implicit().settings_for(eq.SolveSettings(eq.Anderson())).solver == eq.Picard(
-        damping=ADJOINT_DAMPING
+        damping=ADJOINT_DAMPING, switch_ratio=ADJOINT_SWITCH_RATIO
     )
-    assert eq.Implicit(damping=0.25).solver == eq.Picard(damping=0.25)
+    assert eq.Implicit(damping=0.25).solver == eq.Picard(
+        damping=0.25, switch_ratio=ADJOINT_SWITCH_RATIO
+    )
+    assert eq.Implicit(switch_ratio=None).solver == eq.Picard(damping=ADJOINT_DAMPING)
     assert eq.Implicit("anderson").solver == eq.Anderson()
     with pytest.raises(TypeError, match="damping"):
         eq.Implicit(m=6)  # hyperparameters without a name belong to the default solver
@@ -120,3 +128,42 @@ def test_no_adjoint_solve_runs_when_nothing_upstream_needs_a_gradient():
     sol = eq.solve(lambda z: 0.5 * torch.cos(z) + encoded, torch.zeros(4, 1), backward="implicit")
     sol.z.sum().backward()
     assert sol.backward_nfe > 0 and x.grad is not None
+
+
+def test_default_adjoint_converges_fast_where_the_cell_contracts_well():
+    # undamped while the residual shrinks fast: the damped iteration took four times as long
+    torch.manual_seed(0)
+    cell, x = TanhCell(64, contraction=0.5), torch.randn(32, 64)
+    nfe = {}
+    for name, backward in (
+        ("default", eq.Implicit(max_iter=100)),
+        ("damped", eq.Implicit(switch_ratio=None, max_iter=100)),
+    ):
+        deq = eq.DEQ(cell, tol=1e-4, max_iter=100, backward=backward)
+        z = deq(x)
+        (z * torch.linspace(-1, 1, 64)).sum().backward()
+        assert deq.stats.backward.all_converged
+        nfe[name] = deq.stats.backward_nfe
+    assert nfe["default"] * 3 < nfe["damped"], nfe
+
+
+def test_switching_picard_damps_a_sample_once_it_slows_down():
+    # two independent samples: one contracts fast (0.2), one slowly (0.95)
+    rates = torch.tensor([[0.2], [0.95]], dtype=torch.float64)
+    sol = eq.solve(
+        lambda z: rates * z + 1.0,
+        torch.zeros(2, 1, dtype=torch.float64),
+        eq.Picard(damping=0.3, switch_ratio=0.8),
+        tol=1e-10,
+        stop_mode="abs",
+        max_iter=2000,
+    )
+    torch.testing.assert_close(sol.z, 1 / (1 - rates))
+    # the fast sample converged at its undamped rate (0.2 per step: some 15 steps)
+    converged_at = (sol.abs_trace <= 1e-10).float().argmax(dim=0)
+    assert converged_at[0] <= 16
+    # the slow one switched to damped steps: its residual then shrinks by 1 - 0.3 (1 - 0.95)
+    late = sol.abs_trace[50:60, 1]
+    torch.testing.assert_close(late[1:] / late[:-1], torch.full((9,), 0.985, dtype=late.dtype))
+    with pytest.raises(ValueError, match="switch_ratio"):
+        eq.Picard(switch_ratio=1.5)
