@@ -19,6 +19,7 @@ class AndersonState:
     dx: torch.Tensor  # (batch, m, features): differences of consecutive z + beta g
     dg: torch.Tensor  # (batch, m, features) float64: differences of consecutive residuals
     gram: torch.Tensor  # (batch, m, m) float64: dg dg^T, updated one row per step
+    rhs: torch.Tensor  # (batch, m) float64: dg g_prev, the right-hand side at the last step
     x_prev: torch.Tensor | None = None  # the previous z + beta g
     g_prev: torch.Tensor | None = None  # the previous residual, in float64
     stored: int = 0  # number of filled history slots
@@ -83,6 +84,7 @@ class Anderson(Solver):
             dx=z.new_zeros(batch, self.m, features),
             dg=z.new_zeros(batch, self.m, features, dtype=torch.float64),
             gram=z.new_zeros(batch, self.m, self.m, dtype=torch.float64),
+            rhs=z.new_zeros(batch, self.m, dtype=torch.float64),
         )
 
     def step(
@@ -104,15 +106,16 @@ class Anderson(Solver):
             dx = write_slot(state.dx, 1, slot, x - state.x_prev)
             # the residual differences are kept and multiplied in float64: with nearly
             # parallel differences, products in the state's dtype lose the small eigenvalues
-            # the weights depend on. The Gram matrix gets its new row (and column) and the
-            # right-hand side dg g, one batched vector-matrix product each (several times
-            # faster than matrix-vector ones on CPU); unfilled slots hold zeros. Autocast is
-            # off: it would run these products in bf16.
+            # the weights depend on. Reading that history is most of the step's memory traffic,
+            # so it is read once: the Gram matrix gets its new row (and column) dg dg_new from
+            # one batched vector-matrix product (several times faster than a matrix-vector one
+            # on CPU), and the right-hand side follows from it, dg g = dg g_prev + dg dg_new
+            # (g = g_prev + dg_new), except in the new slot, which is one dot product. Unfilled
+            # slots hold zeros. Autocast is off: it would run these products in bf16.
             dg_new = g64 - state.g_prev
             dg = write_slot(state.dg, 1, slot, dg_new)
-            history = dg.transpose(1, 2)
-            row = torch.bmm(dg_new.unsqueeze(1), history).squeeze(1)
-            rhs = torch.bmm(g64.unsqueeze(1), history).squeeze(1)
+            row = torch.bmm(dg_new.unsqueeze(1), dg.transpose(1, 2)).squeeze(1)
+            rhs = write_slot(state.rhs + row, 1, slot, torch.linalg.vecdot(dg_new, g64))
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
             noise = output_rounding(fz).squeeze(1)
@@ -120,7 +123,7 @@ class Anderson(Solver):
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
         state = AndersonState(
-            dx=dx, dg=dg, gram=gram, x_prev=x, g_prev=g64, stored=n,
+            dx=dx, dg=dg, gram=gram, rhs=rhs, x_prev=x, g_prev=g64, stored=n,
             next_slot=(slot + 1) % self.m, scale=state.scale, best=state.best,
         )  # fmt: skip
         return self._guard(f, z, fz, g, z_next, state)
@@ -159,6 +162,7 @@ class Anderson(Solver):
             dx=torch.where(rows, 0.0, state.dx),
             dg=torch.where(rows, 0.0, state.dg),
             gram=torch.where(rows, 0.0, state.gram),
+            rhs=torch.where(restart, 0.0, state.rhs),
             x_prev=torch.where(restart, self._plain_step(z, g, scale), state.x_prev),
             scale=scale,
         )
