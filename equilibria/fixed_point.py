@@ -40,7 +40,8 @@ class SolveSettings:
         patience: stop after this many iterations without progress (None: never).
         divergence_ratio: a sample whose absolute residual exceeds this multiple of its initial
             value has diverged and stops counting; the solve stops (DIVERGED) once every sample
-            that has not converged has diverged.
+            that has not converged has diverged. math.inf turns the guard off (as SciPy's
+            solvers have none); a non-finite residual still counts as divergence.
         on_failure: what a solve that misses `tol` does: "warn", "raise" or "ignore".
     """
 
@@ -60,8 +61,12 @@ class SolveSettings:
         check_choice("stop_mode", self.stop_mode, STOP_MODES)
         if self.patience is not None:
             check_positive_int("patience", self.patience)
-        if check_nonnegative("divergence_ratio", self.divergence_ratio) <= 1:
-            raise ValueError(f"divergence_ratio must be > 1, got {self.divergence_ratio!r}")
+        ratio = self.divergence_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 1:
+            raise ValueError(
+                f"divergence_ratio must be a number > 1 (math.inf: never give up on a sample), "
+                f"got {ratio!r}"
+            )
         check_choice("on_failure", self.on_failure, ON_FAILURE)
 
     @classmethod

@@ -1,5 +1,7 @@
 """Every solver x dtype on problems with known answers, plus the loop's stopping rules."""
 
+import math
+
 import pytest
 import torch
 from problems import PROBLEMS, affine, cosine
@@ -438,3 +440,34 @@ def test_an_image_of_exact_zeros_is_no_non_finite_value():
     sol = eq.solve(lambda z: torch.relu(-z - 1), z0, "picard", tol=1e-6, max_iter=5)
     assert sol.status == eq.Status.CONVERGED and torch.equal(sol.z, torch.zeros(2, 3))
     assert torch.isinf(sol.rel_trace[0]).all()
+
+
+def test_the_divergence_guard_can_be_turned_off_as_scipy_has_none():
+    # a contraction whose residual first grows some 1e5-fold (a non-normal linear map), then
+    # converges: the guard gives up on it, math.inf lets it through
+    a = torch.tensor([[0.5, 1e5], [0.0, 0.5]], dtype=torch.float64)
+    b = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+    def f(z):
+        return z @ a.T + b
+
+    z0 = torch.zeros(2, 2, dtype=torch.float64)
+    options = dict(tol=1e-9, stop_mode="rel", max_iter=300, patience=None)
+    guarded = eq.solve(f, z0, "picard", on_failure="ignore", **options)
+    assert guarded.status == eq.Status.DIVERGED
+    free = eq.solve(f, z0, "picard", divergence_ratio=math.inf, **options)
+    assert free.status == eq.Status.CONVERGED
+    torch.testing.assert_close(free.z[0], torch.tensor([4e5, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="math.inf"):
+        eq.solve(f, z0, divergence_ratio=1.0)
+
+
+def test_a_residual_norm_that_overflows_at_finite_values_is_divergence_not_an_error():
+    # finite float32 values whose norm overflows (1e20 squared): no error of f, a runaway
+    def f(z):
+        return torch.full_like(z, 1e20) + 0 * z
+
+    sol = eq.solve(f, torch.zeros(3, 64), "picard", max_iter=20, on_failure="ignore")
+    assert sol.status == eq.Status.DIVERGED
+    with pytest.raises(eq.NonFiniteError, match="holds NaN"):  # a real NaN still is one
+        eq.solve(lambda z: z + torch.nan, torch.zeros(3, 64), "picard")

@@ -62,7 +62,8 @@ class SampleBook:
         abs_res, rel_res = self._read(norms)
         self.abs_res, self.rel_res = abs_res, rel_res
         self.best_abs, self.best_rel = abs_res, rel_res
-        self.bound = divergence_ratio * abs_res
+        with np.errstate(invalid="ignore"):  # math.inf x 0 (a start at its fixed point)
+            self.bound = np.where(abs_res > 0, divergence_ratio * abs_res, math.inf)
         self.diverged = np.zeros(abs_res.shape, dtype=bool)
         self.active = np.ones(abs_res.shape, dtype=bool)
         self.improved = np.ones(abs_res.shape, dtype=bool)
@@ -80,7 +81,8 @@ class SampleBook:
             host = np.array(norms.tolist())
         abs_res, fz_norm = host.astype(np.float64)
         # the division in the state's dtype, as the residual is reported in it
-        rel_res = (abs_res / (fz_norm + self.tiny)).astype(_numpy_dtype(self.dtype))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf / inf: a non-finite sample
+            rel_res = (abs_res / (fz_norm + self.tiny)).astype(_numpy_dtype(self.dtype))
         return abs_res, rel_res.astype(np.float64)
 
     @property
@@ -205,9 +207,12 @@ def iterate(
         best.update(z, fz, None if all_improved else improved, all_improved)
         stalled = 0 if book.progress else stalled + 1
         # non-finite values at a non-finite iterate are divergence; at a finite one (while no
-        # sample still being solved sits at a non-finite point) they are an error of fn
-        if newly_nonfinite.any() and bool(
-            (torch.isfinite(z).all(dim=1).cpu().numpy() | earlier).all()
+        # sample still being solved sits at a non-finite point) they are an error of fn. A
+        # residual norm that overflows while f's values are finite is divergence too
+        if (
+            newly_nonfinite.any()
+            and bool((torch.isfinite(z).all(dim=1).cpu().numpy() | earlier).all())
+            and not bool(torch.isfinite(fz).all())
         ):
             solving = torch.from_numpy(~earlier).to(z.device).unsqueeze(1)
             where = (
