@@ -58,6 +58,34 @@ def test_broyden_scales_its_first_step_where_it_overshoots(name):
     assert float(solution.abs_residual) <= target and solution.nfe <= 100
 
 
+def test_broyden_scales_its_guess_after_a_first_step_that_leaves_the_residual():
+    """Broyden tridiagonal's first plain step leaves 99.9% of the residual (it reflects it):
+    with the guess -I the later steps run away; with the first secant pair's scale (0.5) the
+    solve converges, as SciPy's broyden1 does in 89 evaluations."""
+    problem = PROBLEMS["Broyden tridiagonal"]()
+    solution, target = solve(problem, eq.Broyden())
+    assert solution.status == eq.Status.CONVERGED, solution.message
+    assert float(solution.abs_residual) <= target and solution.nfe <= 89
+    unscaled, _ = solve(problem, eq.Broyden(secant_scale=False))
+    assert unscaled.status == eq.Status.DIVERGED
+
+
+def test_broyden_keeps_its_guess_after_a_first_step_that_shrinks_the_residual():
+    """A contractive map's first step removes most of the residual: the secant scaling leaves
+    the solve unchanged."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 16, generator=gen, dtype=torch.float64) * 0.2
+    x = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+
+    def f(z):
+        return torch.tanh(z @ w.T + x)
+
+    options = dict(tol=1e-10, max_iter=60, on_failure="ignore")
+    on = eq.solve(f, torch.zeros_like(x), eq.Broyden(), **options)
+    off = eq.solve(f, torch.zeros_like(x), eq.Broyden(secant_scale=False), **options)
+    torch.testing.assert_close(on.abs_trace, off.abs_trace, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", list(PROBLEMS))
 def test_broyden_with_its_line_search_solves_every_problem(name):
     solution, target = solve(PROBLEMS[name](), eq.Broyden(line_search=True))

@@ -11,6 +11,11 @@ from ..errors import check_positive_int
 from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
 from .safeguard import NOISE_ULPS, check_growth, guarded_step
 
+# a first step (with the guess -I) whose residual stays above this fraction of the initial one
+# overshot or went astray; the initial guess then takes the first secant pair's scale, shrunk
+# at most to SHORTEST_SCALE (one pair is a rough estimate of the Jacobian's scale)
+STALLED, SHORTEST_SCALE = 0.99, 0.5
+
 
 @dataclass
 class BroydenState:
@@ -69,7 +74,11 @@ class Broyden(Solver):
     retried shorter (see `equilibria.solvers.safeguard`) and that sample's initial guess
     becomes -t I, t the fraction of the step taken, the role of SciPy's alpha. Later steps are
     not judged (without `line_search`): Broyden's residual often climbs for a few steps on the
-    way to a DEQ cell's fixed point.
+    way to a DEQ cell's fixed point. Where the full first step leaves over 99% of the residual,
+    the initial guess becomes -t I before the first update, t the first secant pair's step
+    length (dz . dg / dg . dg, the Shanno-Phua scaling) kept within [0.5, 1]: Broyden's
+    tridiagonal function's first step merely reflects the residual, and with -I the later
+    steps run away.
 
     Args:
         memory: number of rank-1 updates kept.
@@ -79,6 +88,8 @@ class Broyden(Solver):
         max_growth: the first step may multiply the residual by at most this much before it is
             shortened; None turns that safeguard off.
         max_retries: shorter trials for the first step (with or without `line_search`).
+        secant_scale: scale the initial guess after a first step that leaves the residual
+            nearly as large (see above).
     """
 
     memory: int = 30
@@ -86,6 +97,7 @@ class Broyden(Solver):
     max_backtracks: int = 3
     max_growth: float | None = 3.0
     max_retries: int = 20
+    secant_scale: bool = True
     name: ClassVar[str] = "broyden"
 
     def __post_init__(self) -> None:
@@ -113,7 +125,10 @@ class Broyden(Solver):
             if state.z_prev is None:
                 hg = state.apply(g)
             else:
-                state, hg = self._update(state, z - state.z_prev, g - state.g_prev, g, fz)
+                dz, dg = z - state.z_prev, g - state.g_prev
+                if state.stored == 0 and self.secant_scale:
+                    _scale_initial_guess(state, dz, dg)
+                state, hg = self._update(state, dz, dg, g, fz)
         state.z_prev, state.g_prev, state.hg_prev = z, g, hg
         direction = -hg
         if state.stored == 0:  # the first step: H is still the initial guess -scale I
@@ -192,3 +207,22 @@ class Broyden(Solver):
             scale=state.scale,
         )
         return updated, hg + u * (v * g).sum(dim=1, keepdim=True)
+
+
+def _scale_initial_guess(state: BroydenState, dz: torch.Tensor, dg: torch.Tensor) -> None:
+    """Before the first update, per sample whose full first step removed less than
+    1 - STALLED of the residual: shrink the initial guess -I to -t I, t = -(dz . dg) / (dg . dg)
+    (the Shanno-Phua scaling: the step length minimizing the first secant pair's linear model
+    of ||g|| along the step), kept within [SHORTEST_SCALE, 1]. Samples whose first step the
+    safeguard shortened keep the fraction it found."""
+    full = state.minus_initial(torch.ones_like(dz[:, :1])) == 1
+    start = state.g_prev.norm(dim=1, keepdim=True)
+    stalled = (state.g_prev + dg).norm(dim=1, keepdim=True) > STALLED * start
+    secant = -(dz * dg).sum(dim=1, keepdim=True) / (dg * dg).sum(dim=1, keepdim=True)
+    shrink = full & stalled & (secant > 0) & (secant < 1)  # False for NaN
+    if not bool(shrink.any()):
+        return
+    scale = torch.where(shrink, secant.clamp(min=SHORTEST_SCALE), 1.0)
+    if state.scale is not None:
+        scale = torch.where(full, scale, state.scale)
+    state.scale, state.hg_prev = scale, -scale * state.g_prev
