@@ -422,6 +422,7 @@ def test_overhead_part_ratio_is_solve_time_over_nfe_bare_calls(config):
     assert section.checks[0].passed is None  # no cell here costs >= 1 ms
     assert row["loop_share"] == pytest.approx(row["loop_us"] / row["cell_us"])
     assert row["floor_us"] > 0 and row["traffic_ratio"] > 0
+    assert any(note.startswith("Fixed cost of the shared loop:") for note in section.notes)
 
 
 def test_overhead_checks_only_judge_expensive_cells():
