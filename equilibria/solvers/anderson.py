@@ -118,7 +118,7 @@ class Anderson(Solver):
             rhs = write_slot(state.rhs + row, 1, slot, torch.linalg.vecdot(dg_new, g64))
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
-            noise = output_rounding(fz).squeeze(1)
+            noise = _image_rounding(f, fz)
             gamma = self._mixing_weights(gram[:, :n, :n], rhs[:, :n], g.dtype, noise)
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
@@ -147,10 +147,12 @@ class Anderson(Solver):
         beta shrinks by the fraction taken and its history restarts from z."""
         if self.max_growth is None or f.remaining < 1:  # off, or no evaluation left to judge
             return Step(z=z_next, fz=None, state=state)
-        start = g.norm(dim=1, keepdim=True)
+        measured = f.measured_norms(fz)  # the loop's: no pass over the state for them
+        start = (measured[0] if measured else g.norm(dim=1)).unsqueeze(1)
         best = start if state.best is None else torch.minimum(start, state.best)
         state.best = best
-        bound = torch.maximum(self.max_growth * best, NOISE_ULPS * output_rounding(fz))
+        rounding = _image_rounding(f, fz).to(best.dtype).unsqueeze(1)
+        bound = torch.maximum(self.max_growth * best, NOISE_ULPS * rounding)
         guarded = guarded_step(f, z, z_next, start, bound, self.max_retries)
         if not guarded.retried:
             return Step(z=guarded.z, fz=guarded.fz, state=state)
@@ -190,3 +192,11 @@ class Anderson(Solver):
         factor, _ = torch.linalg.cholesky_ex(system)
         gamma = torch.cholesky_solve((rhs * inverse).unsqueeze(2), factor).squeeze(2) * inverse
         return gamma.to(dtype)
+
+
+def _image_rounding(f: EvaluationBudget, fz: torch.Tensor) -> torch.Tensor:
+    """eps ||f(z)|| per sample, (batch,): from the loop's measurement where it has one."""
+    measured = f.measured_norms(fz)
+    if measured is None:
+        return output_rounding(fz).squeeze(1)
+    return torch.finfo(fz.dtype).eps * measured[1]

@@ -43,14 +43,27 @@ class EvaluationBudget:
         self.count = 0
         self.splitting = splitting
         self._stop: tuple[torch.Tensor, float, str] | None = None
+        self._norms: torch.Tensor | None = None
 
     @property
     def remaining(self) -> int:
         return self.limit - self.count
 
-    def stop_at(self, fz: torch.Tensor, tol: float, stop_mode: str) -> None:
-        """Record the loop's stopping rule at the current image (the loop calls this)."""
+    def stop_at(
+        self, fz: torch.Tensor, tol: float, stop_mode: str, norms: torch.Tensor | None = None
+    ) -> None:
+        """Record the loop's stopping rule at the current image (the loop calls this), with
+        the per-sample norms it measured there: ||f(z) - z|| and ||f(z)||, shape (2, batch)."""
         self._stop = (fz, tol, stop_mode)
+        self._norms = norms
+
+    def measured_norms(self, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(||f(z) - z||, ||f(z)||) per sample as the loop measured them at `fz`, shape
+        (batch,) each, so that a solver does not pass over the state again for them; None
+        when `fz` is not the image the loop measured."""
+        if self._norms is None or self._stop is None or self._stop[0] is not fz:
+            return None
+        return self._norms[0], self._norms[1]
 
     @property
     def target(self) -> torch.Tensor | None:
@@ -62,7 +75,9 @@ class EvaluationBudget:
         fz, tol, stop_mode = self._stop
         if stop_mode == "abs":
             return torch.full(fz.shape[:1], tol, dtype=torch.float64, device=fz.device)
-        return tol * fz.detach().norm(dim=1).double()
+        measured = self.measured_norms(fz)
+        image = measured[1] if measured is not None else fz.detach().norm(dim=1)
+        return tol * image.double()
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.count += 1

@@ -235,7 +235,7 @@ def iterate(
         if patience is not None and stalled >= patience:
             status = Status.STAGNATED
             break
-        f.stop_at(fz, tol, stop_mode)
+        f.stop_at(fz, tol, stop_mode, norms)
         step = solver.step(f, z, fz, g, state)
         z, state = step.z, step.state
         fz = step.fz if step.fz is not None else f(z)
