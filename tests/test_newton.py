@@ -112,9 +112,10 @@ def test_line_search_saves_a_start_where_the_full_step_overshoots():
     assert sol.status == eq.Status.CONVERGED, sol.message
     torch.testing.assert_close(sol.z, c, atol=1e-10, rtol=0)
     assert sol.abs_trace[1].lt(sol.abs_trace[0]).all()  # every accepted step decreases ||F||
-    # without backtracks, a sample whose full Newton step increases ||F|| stays where it is
-    # (it never takes the plain step z <- f(z)), while the near one converges
-    full = eq.solve(f, z0, Newton(max_backtracks=0), **options)
+    # without backtracks (and without the full step after failed searches), a sample whose
+    # full Newton step increases ||F|| stays where it is (it never takes the plain step
+    # z <- f(z)), while the near one converges
+    full = eq.solve(f, z0, Newton(max_backtracks=0, jump_after=0), **options)
     assert full.converged.tolist() == [False, False, True]
     torch.testing.assert_close(
         full.abs_trace[:, :2], full.abs_trace[:1, :2].expand(len(full.abs_trace), 2)
@@ -308,6 +309,7 @@ def test_registry_and_hyperparameters():
         ({"max_backtracks": -1}, "Newton max_backtracks must be an integer >= 0"),
         ({"recycle": -1}, "Newton recycle must be an integer >= 0"),
         ({"cycles": 0}, "Newton cycles must be an integer >= 1"),
+        ({"jump_after": -1}, "Newton jump_after must be an integer >= 0"),
         (
             {"jvp": "reverse"},
             "Newton jvp='reverse' is not valid; choose one of forward, difference",
@@ -410,3 +412,18 @@ def test_converges_on_repelling_maps_where_dense_newton_does(seed):
     sol = eq.solve(f, z0, "newton", tol=1e-8, max_iter=400, patience=None, on_failure="ignore")
     assert sol.converged[dense].all(), sol.message
     assert (sol.abs_trace[1:] <= sol.abs_trace[:-1]).all()
+
+
+def test_a_stalled_sample_takes_the_full_newton_step():
+    """The benchmark's tanh map (rho 1.4, seed 4): from z = 0 the line search leads to a
+    local minimum of ||F|| (0.035) that is no root, where no shortened step decreases it; the
+    full Newton step taken there reaches the root, as plain dense Newton does (1496
+    evaluations)."""
+    from benchmarks.nonlinear_problems import tanh_map
+
+    problem = tanh_map(4, 1.4)
+    options = dict(tol=1e-8, max_iter=2000, stop_mode="abs", patience=None, on_failure="ignore")
+    sol = eq.solve(problem.fixed_point_map, problem.x0(), Newton(), **options)
+    assert sol.status == eq.Status.CONVERGED and sol.nfe <= 1000, sol.message
+    stalled = eq.solve(problem.fixed_point_map, problem.x0(), Newton(jump_after=0), **options)
+    assert stalled.status != eq.Status.CONVERGED

@@ -37,6 +37,7 @@ class NewtonState:
     eta: torch.Tensor | None = None  # (batch,) float64: the previous step's forcing term
     stuck: torch.Tensor | None = None  # (batch,) bool: the previous step found no decrease
     corrections: torch.Tensor | None = None  # (batch, <= recycle, features): earlier Newton steps
+    failures: torch.Tensor | None = None  # (batch,) int: steps in a row without enough decrease
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,11 @@ class Newton(Solver):
     (safeguarded to [0.1 a, 0.5 a]) until ||F(z + a d)||^2 <= ||F||^2 - 2e-4 a (||F||^2 - r^2)
     (Armijo's sufficient decrease) or the backtracks run out. A sample then takes its trial
     with the smallest ||F|| if that is below ||F(z)||, and otherwise stays where it is and
-    solves its next linear system ten times more accurately. No sample ever takes the plain
+    solves its next linear system ten times more accurately. A sample whose line search has
+    found no sufficient decrease `jump_after` steps in a row sits near a local minimum of ||F||
+    that is no root (the Newton direction barely descends there): it takes the full Newton
+    step, its residual whatever it is (a nonmonotone step, as plain Newton would; SciPy's
+    newton_krylov takes it whenever its line search fails). No sample ever takes the plain
     step z <- f(z), which runs away from a fixed point that repels it. The accepted point's f
     comes back with the step, so the loop does not evaluate it again.
 
@@ -79,6 +84,8 @@ class Newton(Solver):
         cycles: GMRES cycles per step at most (restarts until the forcing term is met).
         eta_max: forcing term of the first step and upper bound of the later ones, in [0, 1).
         max_backtracks: step reductions per line search (0: only the full Newton step).
+        jump_after: failed line searches in a row after which a sample takes the full Newton
+            step (0: never).
         jvp: "forward" (forward-mode automatic differentiation: exact; every operation of f
             needs a forward-mode derivative) or "difference" ((f(z + h v) - f(z)) / h: any f,
             about half the digits of the dtype).
@@ -89,6 +96,7 @@ class Newton(Solver):
     cycles: int = 3
     eta_max: float = 0.5
     max_backtracks: int = 4
+    jump_after: int = 2
     jvp: str = "forward"
     name: ClassVar[str] = "newton"
 
@@ -98,6 +106,7 @@ class Newton(Solver):
         check_positive_int("Newton cycles", self.cycles)
         check_relative_tolerance("Newton eta_max", self.eta_max)
         check_positive_int("Newton max_backtracks", self.max_backtracks, minimum=0)
+        check_positive_int("Newton jump_after", self.jump_after, minimum=0)
         check_choice("Newton jvp", self.jvp, JVP_METHODS)
 
     def init(self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor) -> NewtonState:
@@ -127,9 +136,23 @@ class Newton(Solver):
             # is orthogonal to J_F times its search space, which holds the direction)
             slope = solution.residual.square() - norm.square()
         backtracks = max(min(self.max_backtracks, f.remaining - 1), 0)
-        z_next, fz_next, moved = _line_search(f, z, fz, direction, norm, slope, backtracks)
+        search = _line_search(f, z, fz, direction, norm, slope, backtracks)
+        z_next, fz_next, moved = search.z, search.fz, search.moved
+        failures = torch.where(search.sufficient, 0, _previous(state.failures, norm) + 1)
+        if self.jump_after:
+            # a sample whose line searches keep failing sits near a local minimum of ||F|| that
+            # is no root: it takes the full Newton step, whatever its residual (nonmonotone)
+            jump = (failures >= self.jump_after) & torch.isfinite(search.full_norm)
+            z_next = torch.where(jump.unsqueeze(1), search.full_z, z_next)
+            fz_next = torch.where(jump.unsqueeze(1), search.full_fz, fz_next)
+            moved = moved | jump
+            failures = torch.where(jump, 0, failures)
         state = NewtonState(
-            norm=norm, eta=eta, stuck=~moved, corrections=self._kept(state, direction, moved)
+            norm=norm,
+            eta=eta,
+            stuck=~moved,
+            corrections=self._kept(state, direction, moved),
+            failures=failures,
         )
         return Step(z=z_next, fz=fz_next, state=state)
 
@@ -250,6 +273,25 @@ def _difference_product(f: EvaluationBudget, z: torch.Tensor, fz: torch.Tensor) 
     return product
 
 
+def _previous(failures: torch.Tensor | None, norm: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(norm, dtype=torch.long) if failures is None else failures
+
+
+@dataclass
+class Search:
+    """A line search's outcome per sample: the point taken and its image, whether it moved
+    and decreased ||F||^2 enough, and the full step's trial (its norm inf where none was
+    tried)."""
+
+    z: torch.Tensor
+    fz: torch.Tensor
+    moved: torch.Tensor
+    sufficient: torch.Tensor
+    full_z: torch.Tensor
+    full_fz: torch.Tensor
+    full_norm: torch.Tensor
+
+
 def _line_search(
     f: EvaluationBudget,
     z: torch.Tensor,
@@ -258,7 +300,7 @@ def _line_search(
     norm: torch.Tensor,
     slope: torch.Tensor,
     backtracks: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Search:
     """Per sample: the full step, then steps shortened by safeguarded quadratic interpolation
     of ||F||^2 until it decreases enough. Returns each sample's new point (its trial with the
     smallest ||F||, or z where no trial decreased ||F||), its image, and whether it moved.
@@ -270,7 +312,9 @@ def _line_search(
     descent = slope < 0
     best_z, best_fz, best_norm = z, fz, norm
     done = ~descent  # a sample without a descent direction tries nothing
-    for _ in range(backtracks + 1):
+    sufficient = torch.zeros_like(descent)
+    full_z, full_fz, full_norm = z, fz, torch.full_like(norm, math.inf)
+    for trial in range(backtracks + 1):
         if bool(done.all()):
             break
         z_trial = torch.addcmul(z, length.to(z.dtype).unsqueeze(1), direction)
@@ -282,8 +326,13 @@ def _line_search(
         best_z = torch.where(better.unsqueeze(1), z_trial, best_z)
         best_fz = torch.where(better.unsqueeze(1), fz_trial, best_fz)
         best_norm = torch.where(better, trial_norm, best_norm)
+        if trial == 0:
+            full_z, full_fz = z_trial, fz_trial
+            full_norm = torch.where(done, math.inf, trial_norm)
         trial_value = trial_norm.square()
-        done = done | (trial_value <= value + 2 * ARMIJO * length * slope)
+        enough = ~done & (trial_value <= value + 2 * ARMIJO * length * slope)
+        sufficient = sufficient | enough
+        done = done | enough
         # the minimizer of the quadratic with value and slope at 0 and the trial's value
         curvature = trial_value - value - 2 * slope * length
         shrunk = -slope * length.square() / torch.where(curvature > 0, curvature, 1.0)
@@ -291,4 +340,4 @@ def _line_search(
         length = torch.where(
             done, length, shrunk.clamp(min=SHRINK_MIN * length, max=SHRINK_MAX * length)
         )
-    return best_z, best_fz, best_norm < norm
+    return Search(best_z, best_fz, best_norm < norm, sufficient, full_z, full_fz, full_norm)
