@@ -395,6 +395,12 @@ def run(config: BenchConfig) -> Section:
         "step), the library's Anderson and Broyden from -I, so both start from the same sign; "
         "where a step of the library's Anderson (any step) or Broyden (the first) takes the "
         "residual past 30 (Anderson) or 3 (Broyden) times the least one seen, its safeguard "
-        "shortens the step and scales that guess by the fraction taken.",
+        "shortens the step and scales that guess by the fraction taken; Broyden's first step "
+        "that leaves over 99% of the residual rescales its guess to -t I (t from the first "
+        "secant pair, within [0.5, 1]) before the first update.",
+        "eq.Newton: GMRES on recycled corrections to the Eisenstat-Walker forcing term, a "
+        "line search on ||F||^2 that never falls back to the plain iteration, and a full "
+        "Newton step for a sample whose line search failed twice in a row (a dip in ||F|| "
+        "that is no root), as SciPy's newton_krylov does whenever its line search fails.",
     ]
     return section
