@@ -316,10 +316,10 @@ def tasks(quick: bool) -> list[Task]:
             transformer_task(1, train_windows=64),
         ]
     return [
-        # the res-conv cell's float32 rebuild warned on a few training steps (4 of 675) with
-        # the automatic interval, so a state is kept every step
+        # the conv cells' float32 rebuild warned on a few training steps (4 and 3 of 675)
+        # with the automatic interval, so a state is kept every step
         conv_task("res-conv", True, 15, reversible_checkpoint_every=1),
-        conv_task("plain-conv", False, 15),
+        conv_task("plain-conv", False, 15, reversible_checkpoint_every=1),
         tanh_task(15),
         mdeq_task(10),
         transformer_task(2, train_windows=4800),
