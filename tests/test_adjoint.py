@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import equilibria as eq
-from equilibria.backward import ADJOINT_DAMPING, ADJOINT_SWITCH_RATIO
+from equilibria.backward import ADJOINT_DAMPING
 from equilibria.cells import TanhCell
 
 
@@ -53,11 +53,10 @@ def test_cut_short_default_adjoint_is_the_damped_neumann_filter():
     y, nfe = adjoint_of(cell, eq.Implicit(max_iter=cap), upstream)
     assert nfe == cap
     in_modes = (y @ cell.q) / (upstream @ cell.q)  # the multiplier on each eigenvector
-    # one undamped step, then (its residual shrank by less than the switch ratio) damped ones
-    expected = filter_polynomial(eigenvalues, cap - 1, ADJOINT_DAMPING, undamped=1)
+    expected = filter_polynomial(eigenvalues, cap - 1, ADJOINT_DAMPING)
     torch.testing.assert_close(in_modes[0], expected)
-    # bounded by 2 + d K on the slow mode, where the exact inverse gives 1 / (1 - 0.999) = 1000
-    assert in_modes[0, 0] <= 2 + ADJOINT_DAMPING * cap
+    # bounded by 1 + d K on the slow mode, where the exact inverse gives 1 / (1 - 0.999) = 1000
+    assert in_modes[0, 0] <= 1 + ADJOINT_DAMPING * cap
 
 
 def test_cut_short_default_adjoint_keeps_the_sign_of_an_unstable_mode():
@@ -73,9 +72,8 @@ def test_cut_short_default_adjoint_keeps_the_sign_of_an_unstable_mode():
     g_along, y_along, exact_along = (v.flatten() @ unstable for v in (upstream, y, exact))
     assert torch.sign(exact_along) == -torch.sign(g_along)  # the exact answer flips it
     assert torch.sign(y_along) == torch.sign(g_along)
-    # the growth of one plain and 18 damped steps, not the exact inverse's 1 / (1 - 1.05) = -20
-    s = torch.tensor(1.05, dtype=torch.float64)
-    expected = filter_polynomial(s, 19, ADJOINT_DAMPING, undamped=1)
+    # the growth of 19 damped steps, not the exact inverse's 1 / (1 - 1.05) = -20
+    expected = filter_polynomial(torch.tensor(1.05, dtype=torch.float64), 19, ADJOINT_DAMPING)
     torch.testing.assert_close(y_along / g_along, expected)
 
 
@@ -93,12 +91,12 @@ def test_default_adjoint_converges_to_the_exact_implicit_gradient():
 
 def test_default_adjoint_solver_and_its_options():
     assert eq.Implicit().settings_for(eq.SolveSettings(eq.Anderson())).solver == eq.Picard(
-        damping=ADJOINT_DAMPING, switch_ratio=ADJOINT_SWITCH_RATIO
+        damping=ADJOINT_DAMPING
     )
-    assert eq.Implicit(damping=0.25).solver == eq.Picard(
-        damping=0.25, switch_ratio=ADJOINT_SWITCH_RATIO
+    assert eq.Implicit(damping=0.25).solver == eq.Picard(damping=0.25)
+    assert eq.Implicit(switch_ratio=0.8).solver == eq.Picard(
+        damping=ADJOINT_DAMPING, switch_ratio=0.8
     )
-    assert eq.Implicit(switch_ratio=None).solver == eq.Picard(damping=ADJOINT_DAMPING)
     assert eq.Implicit("anderson").solver == eq.Anderson()
     with pytest.raises(TypeError, match="damping"):
         eq.Implicit(m=6)  # hyperparameters without a name belong to the default solver
@@ -130,21 +128,21 @@ def test_no_adjoint_solve_runs_when_nothing_upstream_needs_a_gradient():
     assert sol.backward_nfe > 0 and x.grad is not None
 
 
-def test_default_adjoint_converges_fast_where_the_cell_contracts_well():
+def test_switching_adjoint_converges_fast_where_the_cell_contracts_well():
     # undamped while the residual shrinks fast: the damped iteration took four times as long
     torch.manual_seed(0)
     cell, x = TanhCell(64, contraction=0.5), torch.randn(32, 64)
     nfe = {}
     for name, backward in (
-        ("default", eq.Implicit(max_iter=100)),
-        ("damped", eq.Implicit(switch_ratio=None, max_iter=100)),
+        ("switching", eq.Implicit(switch_ratio=0.8, max_iter=100)),
+        ("damped", eq.Implicit(max_iter=100)),
     ):
         deq = eq.DEQ(cell, tol=1e-4, max_iter=100, backward=backward)
         z = deq(x)
         (z * torch.linspace(-1, 1, 64)).sum().backward()
         assert deq.stats.backward.all_converged
         nfe[name] = deq.stats.backward_nfe
-    assert nfe["default"] * 3 < nfe["damped"], nfe
+    assert nfe["switching"] * 3 < nfe["damped"], nfe
 
 
 def test_switching_picard_damps_a_sample_once_it_slows_down():
