@@ -188,7 +188,7 @@ def test_parameter_gradients_flow_through_ordinary_autograd():
     seen = []
     cell.linear.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
     x = torch.randn(2, 6, dtype=torch.float64)
-    z = eq.DEQ(cell, tol=1e-8)(x)
+    z = eq.DEQ(cell, tol=1e-8, max_iter=200)(x)
     z.sum().backward()
     assert seen, "the cell's backward hook never fired"
     _, exact = dense_ift_gradient(cell, x, z, torch.ones_like(z))
