@@ -118,6 +118,11 @@ class SampleBook:
         return converged, newly_nonfinite
 
     def tensor(self, values: np.ndarray) -> torch.Tensor:
+        """`values` in the residuals' dtype and device (converted on the host: no float64
+        copy on the device)."""
+        if self.dtype in (torch.float32, torch.float64, torch.float16):
+            host = torch.from_numpy(np.ascontiguousarray(values, dtype=_numpy_dtype(self.dtype)))
+            return host.to(self.device)
         return torch.as_tensor(values, device=self.device).to(self.dtype)
 
 
