@@ -134,36 +134,58 @@ def _numpy_dtype(dtype: torch.dtype) -> Any:
 class BestIterates:
     """Each sample's best iterate and its image so far.
 
-    When every sample improved (the usual case) they are the new iterate and image themselves,
-    with no pass over the state. Otherwise the improved samples' rows are copied into buffers
-    this object owns (on CPU, where a row copy costs a fraction of a masked select over the
-    whole state), or selected with one masked pass (on accelerators, where that pass is cheap
-    and a row index would cost a synchronization; and under autograd, which must trace it).
+    On CPU without autograd (the usual forward solve) nothing is copied while samples improve:
+    the best of a sample that improved is the latest iterate, held by reference. Only when a
+    sample stops improving are its rows of the previous iterate (its best) copied into buffers
+    this object owns, so a step copies the rows of the samples that just regressed, not of
+    every sample that improved; the result is assembled once, at the end. On accelerators
+    (where a row index would cost a synchronization and a masked pass is cheap) and under
+    autograd (which must trace the selection), each step selects with one masked pass.
     """
 
     def __init__(self, z: torch.Tensor, fz: torch.Tensor) -> None:
-        self.z, self.fz = z, fz
-        self._owned = False  # whether z and fz are buffers no one else holds
+        self._latest = (z, fz)
+        self._best = (z, fz)  # the masked-pass mode's running best
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._current = np.ones(z.shape[0], dtype=bool)  # best = the latest iterate
+        self._copying = z.device.type == "cpu"
 
     def update(
-        self, z: torch.Tensor, fz: torch.Tensor, improved: torch.Tensor, all_improved: bool
+        self, z: torch.Tensor, fz: torch.Tensor, improved: np.ndarray, all_improved: bool
     ) -> None:
-        if all_improved:
-            self.z, self.fz, self._owned = z, fz, False
+        previous = self._latest
+        self._latest = (z, fz)
+        tracing = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (z, fz, *previous, *self._best)
+        )
+        if tracing or not self._copying:
+            self._copying = False
+            if all_improved:
+                self._best = (z, fz)
+            else:
+                mask = torch.from_numpy(improved).to(z.device, non_blocking=True).unsqueeze(1)
+                best_z, best_fz = self._best
+                self._best = (torch.where(mask, z, best_z), torch.where(mask, fz, best_fz))
             return
-        tracing = torch.is_grad_enabled() and any(t.requires_grad for t in (z, fz, self.z, self.fz))
-        if tracing or z.device.type != "cpu":
-            mask = improved.unsqueeze(1)
-            self.z, self.fz = torch.where(mask, z, self.z), torch.where(mask, fz, self.fz)
-            self._owned = not tracing
-            return
-        rows = improved.nonzero().squeeze(1)
-        if not len(rows):
-            return
-        if not self._owned:  # the iterates it refers to may be held by the solver: copy them
-            self.z, self.fz, self._owned = self.z.clone(), self.fz.clone(), True
-        self.z.index_copy_(0, rows, z.index_select(0, rows))
-        self.fz.index_copy_(0, rows, fz.index_select(0, rows))
+        regressed = self._current & ~improved
+        if regressed.any():  # their best is the previous iterate: keep its rows
+            if self._buffers is None:
+                self._buffers = (torch.empty_like(z), torch.empty_like(fz))
+            rows = torch.from_numpy(np.flatnonzero(regressed))
+            for buffer, source in zip(self._buffers, previous, strict=True):
+                buffer.index_copy_(0, rows, source.index_select(0, rows))
+        self._current = improved.copy()
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's best iterate and its image."""
+        if not self._copying:
+            return self._best
+        if self._current.all() or self._buffers is None:
+            return self._latest
+        rows = torch.from_numpy(np.flatnonzero(self._current))
+        for buffer, source in zip(self._buffers, self._latest, strict=True):
+            buffer.index_copy_(0, rows, source.index_select(0, rows))
+        return self._buffers
 
 
 def iterate(
@@ -206,10 +228,7 @@ def iterate(
     while True:
         earlier = book.diverged
         converged, newly_nonfinite = book.classify()
-        all_improved = bool(book.improved.all())
-        if not all_improved:
-            improved = torch.from_numpy(book.improved).to(z.device, non_blocking=True)
-        best.update(z, fz, None if all_improved else improved, all_improved)
+        best.update(z, fz, book.improved, bool(book.improved.all()))
         stalled = 0 if book.progress else stalled + 1
         # non-finite values at a non-finite iterate are divergence; at a finite one (while no
         # sample still being solved sits at a non-finite point) they are an error of fn. A
@@ -247,9 +266,10 @@ def iterate(
         g, norms = _residuals(z, fz)
         book.record(norms)
     end = book.iteration + 1
+    best_z, best_fz = best.result()
     return LoopResult(
-        z=best.z,
-        fz=best.fz,
+        z=best_z,
+        fz=best_fz,
         nfe=f.count,
         abs_residual=book.tensor(book.best_abs),
         rel_residual=book.tensor(book.best_rel),
