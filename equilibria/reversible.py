@@ -600,6 +600,7 @@ def _backpropagate(
                 )
                 y, z = y_kept, z_kept
     run.reconstruction_error = worst
+    run.solution.reconstruction_error = worst
     run.solution.backward_nfe = nfe
     if worst > RECONSTRUCTION_WARNING:
         warn_at_caller(

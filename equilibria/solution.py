@@ -45,6 +45,8 @@ class Solution:
             has been computed (None before, and for strategies without an adjoint solve).
         backward_nfe: evaluations (vector-Jacobian products) of that adjoint solve; 0 for
             strategies without one; None before the backward has run or without a strategy.
+        reconstruction_error: with the reversible backward, the largest relative error of the
+            states its backward rebuilt (against the kept states and z0), once it has run.
     """
 
     z: State
@@ -61,6 +63,7 @@ class Solution:
     fz: State | None = None
     backward: Solution | None = None
     backward_nfe: int | None = None
+    reconstruction_error: float | None = None
 
     def record_backward(self, adjoint: Solution) -> None:
         """Keep the adjoint solve of this solution's implicit backward (called by it)."""
