@@ -353,6 +353,17 @@ class RunResult:
 Solve = Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
+def deq_solve(model: EquilibriumModel, deq: eq.DEQ) -> Solve:
+    """The solve of an equilibria DEQ from the model's zero state, with its residuals."""
+
+    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        deq.train(training)
+        z = deq(x, model.zeros(x))
+        return z, deq.stats.rel_residual
+
+    return solve
+
+
 def equilibria_solve(
     model: EquilibriumModel,
     counter: CountingCell,
@@ -369,12 +380,7 @@ def equilibria_solve(
         on_failure="ignore",
     )
 
-    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        deq.train(training)
-        z = deq(x, model.zeros(x))
-        return z, deq.stats.rel_residual
-
-    return solve
+    return deq_solve(model, deq)
 
 
 def torchdeq_solve(model: EquilibriumModel, counter: CountingCell, caps: SolveCaps) -> Solve:
@@ -401,12 +407,7 @@ def reversible_solve(model: EquilibriumModel, counter: CountingCell, caps: Solve
         on_failure="ignore",
     )
 
-    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        deq.train(training)
-        z = deq(x, model.zeros(x))
-        return z, deq.stats.rel_residual
-
-    return solve
+    return deq_solve(model, deq)
 
 
 def equilibria_default_solve(
@@ -415,12 +416,7 @@ def equilibria_default_solve(
     """`eq.DEQ(cell)`: every setting at its default (`caps` is not used)."""
     deq = eq.DEQ(counter)
 
-    def solve(x: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        deq.train(training)
-        z = deq(x, model.zeros(x))
-        return z, deq.stats.rel_residual
-
-    return solve
+    return deq_solve(model, deq)
 
 
 def torchdeq_default_solve(
