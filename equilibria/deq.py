@@ -124,14 +124,14 @@ class DEQ(nn.Module):
 
     Defaults (Anderson to rel 1e-3 within 20 evaluations, the implicit backward with the
     damped adjoint iteration under the same tolerance and cap) were chosen by training five
-    users' cells of `python -m benchmarks parity` (seed 0): they reach at least the accuracy of
-    TorchDEQ's `get_deq()` defaults on every cell (res-conv 95.0 against 88.3%, plain conv
-    96.1/84.2, tanh MLP 95.8/95.8, MDEQ 96.4/91.4, Transformer 3.508/3.565 bits per character)
-    in 1.1-1.5x its training time. The previous defaults (rel 1e-4, cap 50 both ways) took
-    2.3-3.8x its time and trained the MDEQ to 45.6%: an adjoint cut at a long cap on a cell
-    near the edge of stability amplifies its unstable modes; the one-step gradient with the
-    same forward solve was faster but lost 5-11 points on the conv cells; an adjoint cap of 8
-    lost 4 points on the MDEQ.
+    users' cells of `python -m benchmarks parity` (seeds 0 and 1): against TorchDEQ's
+    `get_deq()` defaults they train res-conv to 95.1 against 86.9%, a plain conv cell to
+    96.5/85.7, the MDEQ to 94.6/92.9 and the Transformer to 3.513/3.555 bits per character, and
+    lose on a tanh MLP (95.4/96.2), in 1.25-1.7x its training time. The previous defaults (rel
+    1e-4, cap 50 both ways) took 2.3-3.8x its time and trained the MDEQ to 45.6% (seed 0): an
+    adjoint cut at a long cap on a cell near the edge of stability amplifies its unstable modes;
+    the one-step gradient with the same forward solve was faster but lost 5-11 points on the
+    conv cells, and an adjoint cap of 8 lost 4 points on the MDEQ (seed 0).
 
     Args:
         cell: the layer f(z, x).
