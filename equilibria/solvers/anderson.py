@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import check_fraction, check_nonnegative, check_positive_int
-from .base import EvaluationBudget, Solver, Step, autocast_off, output_rounding, write_slot
+from .base import EvaluationBudget, Solver, Step, autocast_off, write_slot
 from .safeguard import NOISE_ULPS, check_growth, guarded_step
 
 MIN_REG = 1e-12  # keeps the small system positive definite with reg=0
@@ -118,7 +118,7 @@ class Anderson(Solver):
             rhs = write_slot(state.rhs + row, 1, slot, torch.linalg.vecdot(dg_new, g64))
             gram = write_slot(write_slot(state.gram, 1, slot, row), 2, slot, row)
             n = min(state.stored + 1, self.m)
-            noise = _image_rounding(f, fz)
+            noise = f.image_rounding(fz)
             gamma = self._mixing_weights(gram[:, :n, :n], rhs[:, :n], g.dtype, noise)
             z_next = torch.baddbmm(x.unsqueeze(1), gamma.unsqueeze(1), dx[:, :n], alpha=-1)
         z_next = z_next.squeeze(1)
@@ -147,11 +147,10 @@ class Anderson(Solver):
         beta shrinks by the fraction taken and its history restarts from z."""
         if self.max_growth is None or f.remaining < 1:  # off, or no evaluation left to judge
             return Step(z=z_next, fz=None, state=state)
-        measured = f.measured_norms(fz)  # the loop's: no pass over the state for them
-        start = (measured[0] if measured else g.norm(dim=1)).unsqueeze(1)
+        start = f.residual_norm(g, fz).unsqueeze(1)  # the loop's: no pass over the state
         best = start if state.best is None else torch.minimum(start, state.best)
         state.best = best
-        rounding = _image_rounding(f, fz).to(best.dtype).unsqueeze(1)
+        rounding = f.image_rounding(fz).to(best.dtype).unsqueeze(1)
         bound = torch.maximum(self.max_growth * best, NOISE_ULPS * rounding)
         guarded = guarded_step(f, z, z_next, start, bound, self.max_retries)
         if not guarded.retried:
@@ -192,11 +191,3 @@ class Anderson(Solver):
         factor, _ = torch.linalg.cholesky_ex(system)
         gamma = torch.cholesky_solve((rhs * inverse).unsqueeze(2), factor).squeeze(2) * inverse
         return gamma.to(dtype)
-
-
-def _image_rounding(f: EvaluationBudget, fz: torch.Tensor) -> torch.Tensor:
-    """eps ||f(z)|| per sample, (batch,): from the loop's measurement where it has one."""
-    measured = f.measured_norms(fz)
-    if measured is None:
-        return output_rounding(fz).squeeze(1)
-    return torch.finfo(fz.dtype).eps * measured[1]

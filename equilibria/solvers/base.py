@@ -75,9 +75,23 @@ class EvaluationBudget:
         fz, tol, stop_mode = self._stop
         if stop_mode == "abs":
             return torch.full(fz.shape[:1], tol, dtype=torch.float64, device=fz.device)
+        return tol * self.image_norm(fz).double()
+
+    def residual_norm(self, g: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
+        """||g|| = ||f(z) - z|| per sample, (batch,), without a gradient: the loop's measurement
+        where `fz` is its image, else computed."""
         measured = self.measured_norms(fz)
-        image = measured[1] if measured is not None else fz.detach().norm(dim=1)
-        return tol * image.double()
+        return measured[0] if measured is not None else g.detach().norm(dim=1)
+
+    def image_norm(self, fz: torch.Tensor) -> torch.Tensor:
+        """||f(z)|| per sample, (batch,), without a gradient: the loop's measurement where `fz`
+        is its image, else computed."""
+        measured = self.measured_norms(fz)
+        return measured[1] if measured is not None else fz.detach().norm(dim=1)
+
+    def image_rounding(self, fz: torch.Tensor) -> torch.Tensor:
+        """eps ||f(z)|| per sample, (batch,): `output_rounding` from the loop's measurement."""
+        return torch.finfo(fz.dtype).eps * self.image_norm(fz)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.count += 1

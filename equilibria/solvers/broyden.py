@@ -156,7 +156,8 @@ class Broyden(Solver):
         if f.remaining < 1:  # no evaluation left to judge the step with
             return Step(z=z_next, fz=None, state=state)
         start = g.norm(dim=1, keepdim=True)
-        bound = torch.maximum(growth * start, NOISE_ULPS * output_rounding(fz))
+        rounding = f.image_rounding(fz).to(start.dtype).unsqueeze(1)  # the loop's measurement
+        bound = torch.maximum(growth * start, NOISE_ULPS * rounding)
         guarded = guarded_step(f, z, z_next, start, bound, retries)
         if guarded.retried and state.stored == 0:
             scale = guarded.fraction if state.scale is None else state.scale * guarded.fraction

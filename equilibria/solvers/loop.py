@@ -150,9 +150,8 @@ class BestIterates:
         self._current = np.ones(z.shape[0], dtype=bool)  # best = the latest iterate
         self._copying = z.device.type == "cpu"
 
-    def update(
-        self, z: torch.Tensor, fz: torch.Tensor, improved: np.ndarray, all_improved: bool
-    ) -> None:
+    def update(self, z: torch.Tensor, fz: torch.Tensor, improved: np.ndarray) -> None:
+        """Take in the new iterate; `improved` says, per sample, whether it beat the best."""
         previous = self._latest
         self._latest = (z, fz)
         tracing = torch.is_grad_enabled() and any(
@@ -160,7 +159,7 @@ class BestIterates:
         )
         if tracing or not self._copying:
             self._copying = False
-            if all_improved:
+            if improved.all():
                 self._best = (z, fz)
             else:
                 mask = torch.from_numpy(improved).to(z.device, non_blocking=True).unsqueeze(1)
@@ -228,7 +227,7 @@ def iterate(
     while True:
         earlier = book.diverged
         converged, newly_nonfinite = book.classify()
-        best.update(z, fz, book.improved, bool(book.improved.all()))
+        best.update(z, fz, book.improved)
         stalled = 0 if book.progress else stalled + 1
         # non-finite values at a non-finite iterate are divergence; at a finite one (while no
         # sample still being solved sits at a non-finite point) they are an error of fn. A

@@ -55,22 +55,21 @@ class Picard(Solver):
         self, f: EvaluationBudget, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor, state: Any
     ) -> Step:
         if isinstance(state, PicardState):
-            return self._switching_step(z, fz, g, state)
+            return self._switching_step(f, z, fz, g, state)
         if self.damping == 1.0:
             return Step(z=fz, fz=None, state=state)
         return Step(z=z + self.damping * g, fz=None, state=state)
 
     def _switching_step(
-        self, z: torch.Tensor, fz: torch.Tensor, g: torch.Tensor, state: PicardState
+        self,
+        f: EvaluationBudget,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        g: torch.Tensor,
+        state: PicardState,
     ) -> Step:
-        norm = _norms(g).double()
+        norm = f.residual_norm(g, fz).double()  # the loop's: no pass over the state
         slow = norm > self.switch_ratio * state.norm  # NaN compares False: stays as it was
         damped = state.damped | slow
         weight = torch.where(damped, self.damping, 1.0).to(g.dtype).unsqueeze(1)
         return Step(z=torch.addcmul(z, weight, g), fz=None, state=PicardState(norm, damped))
-
-
-def _norms(g: torch.Tensor) -> torch.Tensor:
-    """Per-sample residual norms, without a gradient (they only steer the iteration)."""
-    with torch.no_grad():
-        return torch.linalg.vector_norm(g.detach(), dim=1)
